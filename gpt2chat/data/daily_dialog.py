@@ -1,0 +1,211 @@
+"""DailyDialog (Li et al., 2017): the official ``dialogues_<split>.txt`` files.
+
+One dialogue per line, utterances separated by ``__eou__`` (each utterance, the last one
+included, is followed by ``__eou__``). The text is tokenised (``"Say , Jim , how about going
+for a few beers after dinner ?"``); ``normalize=True`` turns it into natural text.
+
+Speakers: DailyDialog has two speakers who strictly alternate; the first is ``<sp1>``.
+
+The act and emotion label files (``dialogues_act_<split>.txt``,
+``dialogues_emotion_<split>.txt``) are not read: the loader returns dialogues only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .base import DataFormatError, check_split, finalize_dialogues, read_text, where
+from .download import download_dataset, pop_cache_dir
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "daily_dialog"
+EOU = "__eou__"
+#: The folder (and archive) name of the original release.
+ARCHIVE_DIR = "ijcnlp_dailydialog"
+_SHOW_LINES = 10
+
+
+def load_daily_dialog(
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    *,
+    normalize: bool = True,
+    **options: Any,
+) -> datasets.Dataset:
+    """Load one split of DailyDialog, one row per dialogue.
+
+    ``data_dir`` may hold the split file in any of these layouts (tried in this order):
+
+    - ``<data_dir>/<split>/dialogues_<split>.txt`` (the unzipped split archives);
+    - ``<data_dir>/dialogues_<split>.txt`` (the files side by side);
+    - ``<data_dir>/<split>.zip`` (the original split archives, read without extracting);
+    - the same three inside ``<data_dir>/ijcnlp_dailydialog/`` (the unzipped release);
+    - ``<data_dir>/ijcnlp_dailydialog.zip`` (the original release archive, holding the split
+      archives), or ``data_dir`` being that ``.zip`` file itself;
+    - ``data_dir`` being the split's text file itself.
+
+    A line without any ``__eou__`` is not a DailyDialog dialogue: it is skipped and counted, and
+    a warning names the file and the first line numbers (the rest of the file still loads).
+    Empty utterances and dialogues with fewer than 2 utterances are dropped and counted by
+    :func:`~gpt2chat.data.base.finalize_dialogues`.
+
+    Args:
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        data_dir: the folder (or release ``.zip``) with the files, see above. ``None`` downloads
+            the original release (see :func:`gpt2chat.data.download.download_dataset`).
+        normalize: turn the tokenised text into natural text (see
+            :func:`gpt2chat.data.normalize.normalize_text`).
+        **options: only ``cache_dir``, the download cache root.
+
+    Returns:
+        A ``datasets.Dataset`` with the columns ``utterances`` and ``source``
+        (``"daily_dialog"``).
+
+    Raises:
+        ValueError: unknown ``split`` or option.
+        FileNotFoundError: no file for ``split`` under ``data_dir`` (the message lists the paths
+            that were tried).
+        DataFormatError: bytes that are not UTF-8 (the message names the file and line), or a
+            broken ``.zip`` archive.
+    """
+    check_split(split)
+    cache_dir = pop_cache_dir(options, "load_daily_dialog")
+    if data_dir is None:
+        data_dir = download_dataset(SOURCE, cache_dir)
+    label, text = _read_split(Path(data_dir), split)
+    records = _parse(text, label)
+    return finalize_dialogues(records, source=SOURCE, split=split, normalize=normalize)
+
+
+def _read_split(root: Path, split: str) -> tuple[str, str]:
+    """Find the split's text in one of the accepted layouts; return (where it is, its text)."""
+    name = f"dialogues_{split}.txt"
+    tried: list[str] = []
+    if not root.exists():
+        raise FileNotFoundError(
+            f"DailyDialog: `data_dir` {root} does not exist. Point it at the folder with "
+            f"{split}/{name} (or the {ARCHIVE_DIR}.zip release), or leave it unset to download "
+            "the dataset."
+        )
+    if root.is_file():
+        if zipfile.is_zipfile(root):
+            return _read_release_zip(root, split)
+        return str(root), read_text(root)  # the split's text file itself
+    for folder in (root, root / ARCHIVE_DIR):
+        for path in (folder / split / name, folder / name):
+            tried.append(str(path))
+            if path.is_file():
+                return str(path), read_text(path)
+        archive = folder / f"{split}.zip"
+        tried.append(str(archive))
+        if archive.is_file():
+            with _open_zip(archive, str(archive)) as zf:
+                return _read_member(zf, str(archive), name)
+    release = root / f"{ARCHIVE_DIR}.zip"
+    tried.append(str(release))
+    if release.is_file():
+        return _read_release_zip(release, split)
+    raise FileNotFoundError(
+        f"DailyDialog {split!r} split: none of these files exists: {', '.join(tried)}. Point "
+        f"`data_dir` at a folder with {split}/{name} (or the original {ARCHIVE_DIR}.zip "
+        "release), or leave `data_dir` unset to download the dataset."
+    )
+
+
+def _read_release_zip(release: Path, split: str) -> tuple[str, str]:
+    """Read the split from ``ijcnlp_dailydialog.zip``, which holds ``<split>.zip``."""
+    name = f"dialogues_{split}.txt"
+    with _open_zip(release, str(release)) as outer:
+        members = outer.namelist()
+        text_member = _find_member(members, name)
+        if text_member is not None:  # a repacked archive with the text files inside
+            return _read_member(outer, str(release), name)
+        inner_name = _find_member(members, f"{split}.zip")
+        if inner_name is None:
+            raise DataFormatError(
+                f"{release}: holds neither {split}.zip nor {name} (it is not the DailyDialog "
+                f"release {ARCHIVE_DIR}.zip). Point `data_dir` at the dataset's files."
+            )
+        label = f"{release}/{inner_name}"
+        with _open_zip(io.BytesIO(outer.read(inner_name)), label) as inner:
+            return _read_member(inner, label, name)
+
+
+def _find_member(members: list[str], name: str) -> str | None:
+    matches = [m for m in members if m == name or m.endswith("/" + name)]
+    return min(matches, key=len) if matches else None
+
+
+def _open_zip(source: Path | io.BytesIO, label: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except zipfile.BadZipFile as err:
+        raise DataFormatError(
+            f"{label}: not a readable .zip archive ({err}). Download the archive again or "
+            "extract it and point `data_dir` at the extracted folder."
+        ) from None
+
+
+def _read_member(zf: zipfile.ZipFile, label: str, name: str) -> tuple[str, str]:
+    member = _find_member(zf.namelist(), name)
+    if member is None:
+        raise DataFormatError(
+            f"{label}: the archive does not contain {name}. Expected the DailyDialog layout "
+            f"<split>/{name}; point `data_dir` at the dataset's files."
+        )
+    member_label = f"{label}/{member}"
+    return member_label, _decode(zf.read(member), member_label)
+
+
+def _decode(raw: bytes, label: str) -> str:
+    """Like :func:`~gpt2chat.data.base.read_text`, for bytes read from an archive member."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{where(label, line)}: bytes that are not valid UTF-8 "
+            f"({raw[err.start : err.end]!r}). Re-encode the file as UTF-8."
+        ) from None
+
+
+def _parse(text: str, label: str) -> list[dict[str, list[str]]]:
+    """One record per line; lines without ``__eou__`` are skipped, counted and logged."""
+    records = []
+    malformed: list[int] = []
+    blank = 0
+    lines = text.split("\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the newline that ends the last line
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            blank += 1
+            continue
+        if EOU not in line:
+            malformed.append(lineno)
+            continue
+        parts = line.split(EOU)
+        if not parts[-1].strip():
+            parts.pop()  # after the final __eou__
+        records.append({"utterances": parts})
+    if malformed:
+        shown = ", ".join(map(str, malformed[:_SHOW_LINES]))
+        more = f" (and {len(malformed) - _SHOW_LINES} more)" if len(malformed) > _SHOW_LINES else ""
+        logger.warning(
+            "%s: skipped %d line(s) without %r (not DailyDialog dialogues): line(s) %s%s",
+            label,
+            len(malformed),
+            EOU,
+            shown,
+            more,
+        )
+    if blank:
+        logger.info("%s: ignored %d blank line(s)", label, blank)
+    return records

@@ -1,0 +1,207 @@
+"""The one renderer: messages -> ``input_ids`` / ``token_type_ids`` / ``labels``.
+
+Training features (:func:`gpt2chat.prepare_dataset`), the chat template and the chat session
+all go through this module, so training and chat cannot disagree on the format::
+
+    <bos> [persona] <sp1> u1 <sp2> u2 ... <sp1> u_n <sp2> reply <eos>
+
+* ``token_type_ids`` hold, for every position, the speaker token of its utterance; ``<bos>``
+  takes the first utterance's speaker, the persona segment the ``<bos>`` id, ``<eos>`` the
+  reply's speaker (``<sp2>``).
+* ``labels`` are ``-100`` everywhere except the reply's tokens and its ``<eos>``.
+* Text is tokenised without the tokenizer's own special tokens, and any special-token string
+  typed inside a text is defused (a WORD JOINER, U+2060, after its first character), so user
+  text can never produce a special token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from .tokens import DEFUSE_CHAR, SpeakerTokens, get_speaker_tokens
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "IGNORE_INDEX",
+    "defuse_special_tokens",
+    "encode_texts",
+    "fit_window",
+    "render_ids",
+    "render_messages",
+    "special_strings",
+]
+
+IGNORE_INDEX = -100
+
+
+def special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Every added-token string the tokenizer would turn into a single id (longest first)."""
+    contents = {t.content for t in tokenizer.added_tokens_decoder.values() if t.content.strip()}
+    return sorted(contents, key=lambda s: (-len(s), s))
+
+
+def defuse_special_tokens(text: str, strings: Sequence[str]) -> str:
+    """Make ``text`` plain text: insert U+2060 after the first character of every special string.
+
+    The chat template applies the same replacements in the same order.
+    """
+    for s in strings:
+        if s in text:
+            text = text.replace(s, s[0] + DEFUSE_CHAR + s[1:])
+    return text
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Tokenise utterances as plain text (stripped, no special tokens added or recognised)."""
+    strings = special_strings(tokenizer)
+    clean = [defuse_special_tokens(str(t).strip(), strings) for t in texts]
+    if not clean:
+        return []
+    return tokenizer(clean, add_special_tokens=False)["input_ids"]
+
+
+def fit_window(
+    utterance_lengths: Sequence[int],
+    end: int,
+    *,
+    max_turns: int,
+    max_len: int,
+    persona_length: int = 0,
+    reserve: int = 1,
+) -> int | None:
+    """First index of the longest window ending at ``end`` (inclusive) that fits.
+
+    The window holds at most ``max_turns`` utterances and ``<bos> persona (<sp> u)*`` plus
+    ``reserve`` more tokens (the ``<eos>`` in training, the new tokens in chat) fit in
+    ``max_len``. Whole utterances are dropped from the left; the persona is kept whole.
+    Returns ``None`` when even the last utterance alone does not fit.
+    """
+    start = max(0, end - max_turns + 1)
+    total = 1 + persona_length + reserve + sum(n + 1 for n in utterance_lengths[start : end + 1])
+    while total > max_len and start < end:
+        total -= utterance_lengths[start] + 1
+        start += 1
+    return start if total <= max_len else None
+
+
+def render_ids(
+    utterances: Sequence[Sequence[int]],
+    speakers: Sequence[int],
+    tokens: SpeakerTokens,
+    *,
+    persona: Sequence[int] | None = None,
+    supervise_last: bool = True,
+    add_generation_prompt: bool = False,
+) -> dict[str, list[int]]:
+    """Assemble one sequence from tokenised utterances.
+
+    Args:
+        utterances: token ids of each utterance (no speaker tokens).
+        speakers: the speaker token id (``tokens.sp1_token_id`` or ``sp2_token_id``) of each.
+        tokens: the format's special tokens.
+        persona: token ids of the persona / system text, placed right after ``<bos>``.
+        supervise_last: the last utterance is the reply: append ``<eos>`` and put it and the
+            reply's tokens in ``labels``.
+        add_generation_prompt: end with the bot's speaker token, ready to generate a reply.
+
+    Returns:
+        ``{"input_ids", "token_type_ids", "labels"}`` lists of equal length.
+    """
+    assert len(utterances) == len(speakers), "one speaker per utterance"
+    assert not (supervise_last and add_generation_prompt), "a reply or a prompt, not both"
+    first = speakers[0] if speakers else tokens.sp2_token_id
+    input_ids = [tokens.bos_token_id]
+    token_types = [first]
+    if persona:
+        input_ids += persona
+        token_types += [tokens.bos_token_id] * len(persona)
+    labels = [IGNORE_INDEX] * len(input_ids)
+    last = len(utterances) - 1
+    for i, (utt, spk) in enumerate(zip(utterances, speakers)):
+        input_ids.append(spk)
+        input_ids += utt
+        token_types += [spk] * (len(utt) + 1)
+        if supervise_last and i == last:
+            labels.append(IGNORE_INDEX)
+            labels += utt
+        else:
+            labels += [IGNORE_INDEX] * (len(utt) + 1)
+    if supervise_last and utterances:
+        input_ids.append(tokens.eos_token_id)
+        token_types.append(speakers[-1])
+        labels.append(tokens.eos_token_id)
+    if add_generation_prompt:
+        input_ids.append(tokens.sp2_token_id)
+        token_types.append(tokens.sp2_token_id)
+        labels.append(IGNORE_INDEX)
+    return {"input_ids": input_ids, "token_type_ids": token_types, "labels": labels}
+
+
+def render_messages(
+    messages: Sequence[Mapping[str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    tokens: SpeakerTokens | None = None,
+    add_generation_prompt: bool = True,
+    max_turns: int | None = None,
+    max_len: int | None = None,
+    reserve: int = 0,
+) -> dict[str, list[int]]:
+    """Render chat ``messages`` (``system``/``user``/``assistant``) like the chat template does.
+
+    ``system`` (first message only) is the persona text; ``user`` is ``<sp1>``, ``assistant``
+    ``<sp2>``. With ``add_generation_prompt`` the sequence ends with ``<sp2>``; otherwise a
+    conversation ending with an assistant message is rendered as a training example (its last
+    reply supervised, ending with ``<eos>``).
+
+    ``max_turns`` keeps only the last utterances, and ``max_len`` drops further whole
+    utterances from the left until the sequence plus ``reserve`` tokens fits.
+    """
+    tokens = tokens or get_speaker_tokens(tokenizer)
+    persona_text = None
+    body = list(messages)
+    if body and body[0].get("role") == "system":
+        persona_text = body.pop(0).get("content", "")
+    speakers = []
+    for i, m in enumerate(body):
+        role = m.get("role")
+        if role == "user":
+            speakers.append(tokens.sp1_token_id)
+        elif role == "assistant":
+            speakers.append(tokens.sp2_token_id)
+        else:
+            raise ValueError(
+                f"messages[{i + (persona_text is not None)}] has role {role!r}: use 'user' or "
+                "'assistant' (and an optional first 'system' message for the persona)."
+            )
+    encoded = encode_texts(
+        tokenizer, [m.get("content", "") for m in body] + ([persona_text] if persona_text else [])
+    )
+    persona = encoded.pop() if persona_text else None
+    supervise = not add_generation_prompt and bool(body) and body[-1]["role"] == "assistant"
+    if body and (max_turns is not None or max_len is not None):
+        start = fit_window(
+            [len(u) for u in encoded],
+            len(encoded) - 1,
+            max_turns=max_turns or len(encoded),
+            max_len=max_len if max_len is not None else 10**12,
+            persona_length=len(persona or ()),
+            reserve=int(supervise) + int(add_generation_prompt) + reserve,
+        )
+        if start is None:
+            raise ValueError(
+                f"The last message ({len(encoded[-1])} tokens) does not fit in max_len={max_len} "
+                f"with {reserve} tokens reserved; shorten it or raise max_len."
+            )
+        encoded, speakers = encoded[start:], speakers[start:]
+    return render_ids(
+        encoded,
+        speakers,
+        tokens,
+        persona=persona,
+        supervise_last=supervise,
+        add_generation_prompt=add_generation_prompt,
+    )

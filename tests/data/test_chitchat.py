@@ -1,0 +1,153 @@
+"""The Chit-Chat Challenge loader: the real installed package and a small fixture."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from gpt2chat.data import load_dialogues
+from gpt2chat.data.base import DataFormatError
+from gpt2chat.data.chitchat import load_chitchat, split_of
+
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(scope="module")
+def real_splits():
+    pytest.importorskip("chitchat_dataset")
+    return {s: load_chitchat(s, normalize=False) for s in SPLITS}
+
+
+def test_real_package_counts(real_splits):
+    sizes = {s: len(ds) for s, ds in real_splits.items()}
+    # chitchat-dataset 0.9.0: 7,168 conversations, 4,017 with two speakers.
+    assert sizes == {"train": 3579, "validation": 222, "test": 216}
+    assert "3579 dialogues" in real_splits["train"].info.description
+
+
+def test_real_splits_are_disjoint_and_valid(real_splits):
+    seen = {s: {tuple(u) for u in ds["utterances"]} for s, ds in real_splits.items()}
+    assert not seen["train"] & seen["validation"]
+    assert not seen["train"] & seen["test"]
+    assert not seen["validation"] & seen["test"]
+    for ds in real_splits.values():
+        assert set(ds["source"]) == {"chitchat"}
+        assert all(len(u) >= 2 and all(x.strip() for x in u) for u in ds["utterances"])
+        assert "prompt" in ds.column_names
+
+
+def test_split_rule_is_stable():
+    # sha256 of the id: the same on every machine and Python process (no PYTHONHASHSEED).
+    assert split_of("a07edb12-6b91-4138-b11e-02421888d699") == "train"
+    assert split_of("b081fda7-d422-432c-82b4-003377df5103") == "validation"
+    assert split_of("6ee2a2e4-8a27-407c-b38f-fa60102d98aa") == "test"
+    assert split_of("b081fda7-d422-432c-82b4-003377df5103", 0.0, 0.0) == "train"
+
+
+def msg(sender, text):
+    return {"text": text, "sender": sender, "timestamp": "2018-05-02T19:38:15Z"}
+
+
+def fixture_conversations():
+    return {
+        "conv-two": {
+            "messages": [
+                [msg("a", "Hello"), msg("a", "How are you doing today?")],
+                [msg("b", "im doing good"), msg("b", "")],
+                [msg("b", "and you?")],  # same sender again: merged into the previous turn
+                [msg("a", "Great, thanks!")],
+            ],
+            "prompt": "What would you do with a million dollars?",
+            "start": "2018-05-02T19:38:01Z",
+        },
+        "conv-three": {
+            "messages": [[msg("a", "Hi")], [msg("b", "Hey")], [msg("c", "Hello all")]],
+            "start": "2018-05-02T19:38:01Z",
+        },
+        "conv-one-turn": {
+            "messages": [[msg("a", "hi there"), msg("a", "are you there?")]],
+            "prompt": None,
+        },
+        "conv-mixed-group": {
+            "messages": [[msg("x", "Ping"), msg("y", "Pong")], [msg("x", "Ping again")]],
+        },
+    }
+
+
+def write_fixture(folder, conversations):
+    folder.mkdir(exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps(conversations), encoding="utf-8")
+    return folder
+
+
+def load_all(data_dir, **kw):
+    # Put every conversation in "train" so the fixture does not depend on the id hashes.
+    return load_chitchat(
+        "train", data_dir, normalize=False, validation_fraction=0.0, test_fraction=0.0, **kw
+    )
+
+
+def test_fixture_merges_and_skips(tmp_path, caplog):
+    d = write_fixture(tmp_path / "cc", fixture_conversations())
+    with caplog.at_level(logging.INFO, logger="gpt2chat.data.chitchat"):
+        ds = load_all(d)
+    assert ds["utterances"] == [
+        ["Hello How are you doing today?", "im doing good and you?", "Great, thanks!"],
+        ["Ping", "Pong", "Ping again"],
+    ]
+    assert ds["prompt"] == ["What would you do with a million dollars?", ""]
+    assert "1 conversations with more than 2 speakers" in caplog.text
+    assert "1 conversations with fewer than 2 turns" in caplog.text
+    assert "1 empty messages" in caplog.text
+
+
+def test_fixture_file_path_and_split_fractions(tmp_path):
+    d = write_fixture(tmp_path / "cc", fixture_conversations())
+    assert len(load_all(d / "dataset.json")) == 2
+    total = sum(len(load_chitchat(s, d, normalize=False)) for s in SPLITS)
+    assert total == 2
+    expected = {s: sum(split_of(i) == s for i in ("conv-two", "conv-mixed-group")) for s in SPLITS}
+    assert {s: len(load_chitchat(s, d, normalize=False)) for s in SPLITS} == expected
+
+
+def test_through_load_dialogues(tmp_path):
+    d = write_fixture(tmp_path / "cc", fixture_conversations())
+    ds = load_dialogues(
+        "chitchat", "train", data_dir=d, validation_fraction=0.0, test_fraction=0.0, cache_dir="x"
+    )
+    assert len(ds) == 2
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"dataset\.json"):
+        load_chitchat("train", tmp_path)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        load_chitchat("train", validation_fraction=1.5)
+    with pytest.raises(ValueError, match="< 1"):
+        load_chitchat("train", validation_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ValueError, match="'seed'"):
+        load_chitchat("train", seed=3)
+    bad = write_fixture(tmp_path / "bad", {"c1": {"messages": [[{"text": 3, "sender": "a"}]]}})
+    with pytest.raises(DataFormatError, match=r"dataset\.json, conversation 'c1'"):
+        load_all(bad)
+    (bad / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(DataFormatError, match="expected a JSON object"):
+        load_all(bad)
+    (bad / "dataset.json").write_text('{"c1": \n{')
+    with pytest.raises(DataFormatError, match=r"dataset\.json, line 2: invalid JSON"):
+        load_all(bad)
+
+
+def test_missing_package_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "chitchat_dataset" else real(name, *a),
+    )
+    with pytest.raises(ImportError, match="pip install chitchat-dataset"):
+        load_chitchat("train")

@@ -1,0 +1,237 @@
+# ruff: noqa: RUF001  (DailyDialog's curly apostrophes)
+"""DailyDialog: the official split files, the original zip release, and every bad input."""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+
+import pytest
+
+from gpt2chat import load_dialogues
+from gpt2chat.data import daily_dialog
+from gpt2chat.data.base import DataFormatError
+from gpt2chat.data.daily_dialog import load_daily_dialog
+
+from ..conftest import require_shared
+
+# Three dialogues in the original format: tokenised text, "__eou__" after every utterance.
+TRAIN = (
+    "Say , Jim , how about going for a few beers after dinner ? __eou__ You know that is "
+    "tempting but is really not good for our fitness . __eou__\n"
+    "Can you do push-ups ? __eou__ Of course I can . It ’ s a piece of cake ! __eou__ "
+    "Really ? __eou__\n"
+    "Good.Let ' s go now . __eou__ All right . __eou__\n"
+)
+TEST = "Hello ! __eou__ Hi , Bob . __eou__\n"
+SPLITS = {"train": TRAIN, "validation": TEST, "test": TEST}
+
+
+def write_split_dirs(root, splits=SPLITS):
+    """The unzipped layout: <root>/<split>/dialogues_<split>.txt."""
+    for split, text in splits.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / f"dialogues_{split}.txt").write_text(text, encoding="utf-8")
+        (root / split / f"dialogues_act_{split}.txt").write_text("1 2\n", encoding="utf-8")
+    return root
+
+
+def split_zip_bytes(split, text):
+    """<split>.zip as in the release: <split>/dialogues_<split>.txt and the label files."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(f"{split}/dialogues_{split}.txt", text)
+        zf.writestr(f"{split}/dialogues_act_{split}.txt", "1 2\n")
+        zf.writestr(f"{split}/dialogues_emotion_{split}.txt", "0 0\n")
+    return buffer.getvalue()
+
+
+def write_release_zip(path, splits=SPLITS):
+    """ijcnlp_dailydialog.zip: ijcnlp_dailydialog/{train,validation,test}.zip and more."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("ijcnlp_dailydialog/readme.txt", "DailyDialog")
+        zf.writestr("ijcnlp_dailydialog/dialogues_text.txt", "a __eou__ b __eou__\n")
+        for split, text in splits.items():
+            zf.writestr(f"ijcnlp_dailydialog/{split}.zip", split_zip_bytes(split, text))
+    return path
+
+
+EXPECTED_TRAIN = [
+    [
+        "Say, Jim, how about going for a few beers after dinner?",
+        "You know that is tempting but is really not good for our fitness.",
+    ],
+    ["Can you do push-ups?", "Of course I can. It's a piece of cake!", "Really?"],
+    ["Good. Let's go now.", "All right."],
+]
+
+
+def test_split_folders(tmp_path):
+    ds = load_dialogues("daily_dialog", "train", write_split_dirs(tmp_path))
+    assert ds["utterances"] == EXPECTED_TRAIN
+    assert set(ds["source"]) == {"daily_dialog"}
+    assert ds.split == "train"
+    assert load_dialogues("daily_dialog", "validation", tmp_path)["utterances"] == [
+        ["Hello!", "Hi, Bob."]
+    ]
+
+
+def test_flat_files(tmp_path):
+    (tmp_path / "dialogues_test.txt").write_text(TEST, encoding="utf-8")
+    assert load_daily_dialog("test", tmp_path)["utterances"] == [["Hello!", "Hi, Bob."]]
+
+
+def test_data_dir_is_the_text_file(tmp_path):
+    path = tmp_path / "dialogues_test.txt"
+    path.write_text(TEST, encoding="utf-8")
+    assert load_daily_dialog("test", path)["utterances"] == [["Hello!", "Hi, Bob."]]
+
+
+def test_release_zip(tmp_path):
+    write_release_zip(tmp_path / "ijcnlp_dailydialog.zip")
+    assert load_dialogues("daily_dialog", "train", tmp_path)["utterances"] == EXPECTED_TRAIN
+    assert load_daily_dialog("test", tmp_path)["utterances"] == [["Hello!", "Hi, Bob."]]
+    # The .zip file itself as data_dir.
+    ds = load_daily_dialog("train", tmp_path / "ijcnlp_dailydialog.zip")
+    assert ds["utterances"] == EXPECTED_TRAIN
+
+
+def test_unpacked_release_folder_with_split_zips(tmp_path):
+    folder = tmp_path / "ijcnlp_dailydialog"
+    folder.mkdir()
+    for split, text in SPLITS.items():
+        (folder / f"{split}.zip").write_bytes(split_zip_bytes(split, text))
+    assert load_daily_dialog("train", tmp_path)["utterances"] == EXPECTED_TRAIN
+    assert load_daily_dialog("train", folder)["utterances"] == EXPECTED_TRAIN  # the folder itself
+
+
+def test_no_data_dir_downloads(tmp_path, monkeypatch):
+    release = tmp_path / "cache" / "daily_dialog" / "extracted" / "ijcnlp_dailydialog"
+    release.mkdir(parents=True)
+    for split, text in SPLITS.items():
+        (release / f"{split}.zip").write_bytes(split_zip_bytes(split, text))
+    calls = []
+
+    def fake_download(name, cache_dir=None):
+        calls.append((name, cache_dir))
+        return release
+
+    monkeypatch.setattr(daily_dialog, "download_dataset", fake_download)
+    ds = load_dialogues("daily_dialog", "train", cache_dir=tmp_path / "cache")
+    assert ds["utterances"] == EXPECTED_TRAIN
+    assert calls == [("daily_dialog", tmp_path / "cache")]
+
+
+def test_normalize_false_keeps_the_tokenised_text(tmp_path):
+    ds = load_daily_dialog("train", write_split_dirs(tmp_path), normalize=False)
+    assert ds["utterances"][2] == ["Good.Let ' s go now .", "All right ."]
+
+
+def test_empty_utterances_and_short_dialogues_are_counted(tmp_path, caplog):
+    text = "Hi ! __eou__ __eou__ Hello . __eou__\nOnly one . __eou__\n   __eou__  __eou__\n"
+    write_split_dirs(tmp_path, {"train": text})
+    with caplog.at_level(logging.INFO, logger="gpt2chat.data"):
+        ds = load_daily_dialog("train", tmp_path)
+    assert ds["utterances"] == [["Hi!", "Hello."]]
+    summary = ds.info.description
+    assert "3 empty utterances" in summary
+    assert "2 dialogues with fewer than 2 utterances" in summary
+    assert summary in caplog.text
+
+
+def test_malformed_lines_are_skipped_counted_and_logged(tmp_path, caplog):
+    lines = [
+        "Hi ! __eou__ Hello . __eou__",
+        "this line has no end-of-utterance marker",
+        "",
+        "How are you ? __eou__ Fine . __eou__",
+        "neither has this one",
+    ]
+    write_split_dirs(tmp_path, {"train": "\n".join(lines) + "\n"})
+    with caplog.at_level(logging.WARNING, logger="gpt2chat.data"):
+        ds = load_daily_dialog("train", tmp_path)
+    assert ds["utterances"] == [["Hi!", "Hello."], ["How are you?", "Fine."]]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "dialogues_train.txt" in message
+    assert "skipped 2 line(s)" in message
+    assert "line(s) 2, 5" in message
+
+
+def test_last_utterance_without_marker_is_kept(tmp_path):
+    write_split_dirs(tmp_path, {"train": "Hi ! __eou__ Hello .\n"})
+    assert load_daily_dialog("train", tmp_path)["utterances"] == [["Hi!", "Hello."]]
+
+
+def test_missing_file_names_the_expected_paths(tmp_path):
+    write_split_dirs(tmp_path, {"train": TRAIN})
+    with pytest.raises(FileNotFoundError, match=r"test/dialogues_test\.txt") as err:
+        load_dialogues("daily_dialog", "test", tmp_path)
+    assert str(tmp_path) in str(err.value)
+    assert "data_dir" in str(err.value)
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_daily_dialog("train", tmp_path / "nope")
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path):
+    write_split_dirs(tmp_path, {"train": TRAIN})
+    path = tmp_path / "train" / "dialogues_train.txt"
+    path.write_bytes(TRAIN.encode() + b"Caf\xe9 ? __eou__ Yes . __eou__\n")
+    with pytest.raises(DataFormatError, match=r"dialogues_train\.txt, line 4"):
+        load_daily_dialog("train", tmp_path)
+
+
+def test_undecodable_bytes_inside_a_zip_name_member_and_line(tmp_path):
+    bad = b"Hi ! __eou__ Hello . __eou__\n\xff\xfe __eou__\n"
+    (tmp_path / "test.zip").write_bytes(split_zip_bytes("test", bad))
+    with pytest.raises(DataFormatError, match=r"test\.zip/test/dialogues_test\.txt, line 2"):
+        load_daily_dialog("test", tmp_path)
+
+
+def test_broken_zip(tmp_path):
+    (tmp_path / "train.zip").write_bytes(b"PK\x03\x04 definitely not a zip")
+    with pytest.raises(DataFormatError, match=r"train\.zip: not a readable \.zip"):
+        load_daily_dialog("train", tmp_path)
+
+
+def test_zip_without_the_split_file(tmp_path):
+    with zipfile.ZipFile(tmp_path / "ijcnlp_dailydialog.zip", "w") as zf:
+        zf.writestr("something/else.txt", "x")
+    with pytest.raises(DataFormatError, match=r"neither train\.zip nor dialogues_train\.txt"):
+        load_daily_dialog("train", tmp_path)
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown split 'dev'"):
+        load_dialogues("daily_dialog", "dev", write_split_dirs(tmp_path))
+    with pytest.raises(ValueError, match=r"Unknown split 'valid'"):
+        load_daily_dialog("valid", tmp_path)
+
+
+def test_unknown_option(tmp_path):
+    with pytest.raises(ValueError, match="unknown option"):
+        load_daily_dialog("train", write_split_dirs(tmp_path), colour="blue")
+
+
+@pytest.mark.parametrize(
+    ("split", "dialogues", "utterances"),
+    [("train", 11_118, 87_171), ("validation", 1_000, 8_069), ("test", 1_000, 7_740)],
+)
+def test_real_data_official_counts(split, dialogues, utterances):
+    root = require_shared("data", "dailydialog")
+    ds = load_dialogues("daily_dialog", split, root)
+    assert len(ds) == dialogues
+    assert sum(len(u) for u in ds["utterances"]) == utterances
+    assert all(len(u) >= 2 for u in ds["utterances"])
+    assert (
+        ds.info.description
+        == f"daily_dialog/{split}: {dialogues} dialogues, {utterances} utterances"
+    )
+    if split == "validation":
+        text = "\n".join(u for d in ds["utterances"] for u in d)
+        assert " ?" not in text and " ," not in text and "__eou__" not in text
