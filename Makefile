@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint format venv clean
+.PHONY: demo test lint format venv browser clean
 
 # The venv is built once: torch (pinned CPU wheel) first, then the package with its extras.
 $(BIN)/.installed: pyproject.toml
@@ -28,7 +28,18 @@ format: venv
 	$(BIN)/ruff check --fix gpt2chat tests benchmarks
 	$(BIN)/ruff format gpt2chat tests benchmarks
 
-test: venv lint
+# The web-page test drives Debian's chromium with Playwright (no browser download): install it
+# when it is missing (as root, or with sudo). GPT2CHAT_SKIP_BROWSER=1 skips that test instead.
+browser:
+	@if [ "$$GPT2CHAT_SKIP_BROWSER" = "1" ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	echo "Installing Debian's chromium for the web-page test..."; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	{ $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	{ echo "Could not install chromium: run 'apt-get install -y chromium', or set GPT2CHAT_SKIP_BROWSER=1 to skip the web-page test."; exit 1; }
+
+test: venv lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

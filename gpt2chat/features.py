@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import os
+import sys
 from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets.fingerprint import Hasher
 
-from .render import encode_texts, fit_window, render_ids
+from .render import IGNORE_INDEX, encode_texts
 from .tokens import SpeakerTokens, get_speaker_tokens
 
 logger = logging.getLogger(__name__)
@@ -17,10 +26,38 @@ __all__ = ["REPLY_SPEAKERS", "DatasetStats", "dataset_statistics", "prepare_data
 
 REPLY_SPEAKERS = ("sp2", "both")
 FEATURE_COLUMNS = ["input_ids", "token_type_ids", "labels", "length", "source"]
+#: The columns :func:`prepare_dataset` writes.
+FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.Sequence(datasets.Value("int32")),
+        "token_type_ids": datasets.Sequence(datasets.Value("int32")),
+        "labels": datasets.Sequence(datasets.Value("int32")),
+        "length": datasets.Value("int32"),
+        "source": datasets.Value("string"),
+    }
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_hash() -> str:
+    """A hash of the code that renders the features (this module, render.py, tokens.py)."""
+    digest = hashlib.sha256()
+    for name in ("features.py", "render.py", "tokens.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _main_process_first(desc: str):
-    """``PartialState().main_process_first()`` when accelerate is set up, else a no-op."""
+    """``PartialState().main_process_first()`` when accelerate is set up, else a no-op.
+
+    accelerate is only imported when it can matter (importing it costs more than a cache hit):
+    when it is already imported (an ``Accelerator`` or ``Trainer`` is set up) or the launcher
+    started several processes (``WORLD_SIZE``).
+    """
+    if "accelerate" not in sys.modules and int(os.environ.get("WORLD_SIZE") or 1) <= 1:
+        import contextlib
+
+        return contextlib.nullcontext()
     try:
         from accelerate import PartialState
 
@@ -40,45 +77,138 @@ def _render_batch(
     max_len: int,
     reply_speakers: str,
     with_persona: bool,
-) -> dict[str, list]:
+) -> pa.Table:
+    """One map batch: tokenise every utterance at once, then lay out all examples with numpy.
+
+    The layout is :func:`gpt2chat.render.render_ids`'s (``tests/test_features.py`` checks that
+    the two agree example by example), computed for the whole batch with array operations
+    instead of a Python loop over examples and tokens, and returned as Arrow list arrays, so
+    nothing per token goes through Python objects.
+    """
     dialogues = batch["utterances"]
-    flat = [u for d in dialogues for u in d]
-    encoded = encode_texts(tokenizer, flat)
-    personas: list[list[int] | None] = [None] * len(dialogues)
+    sizes = np.fromiter(map(len, dialogues), dtype=np.int64, count=len(dialogues))
+    encoded = encode_texts(tokenizer, [u for d in dialogues for u in d])
+    personas = None
     if with_persona and "persona" in batch:
-        texts = [" ".join(p or []) for p in batch["persona"]]
-        enc = encode_texts(tokenizer, texts)
-        personas = [e or None for e in enc]
+        personas = encode_texts(tokenizer, [" ".join(p or []) for p in batch["persona"]])
+    owner, columns = render_batch_arrays(
+        encoded,
+        sizes,
+        tokens,
+        personas=personas,
+        max_turns=max_turns,
+        max_len=max_len,
+        reply_speakers=reply_speakers,
+    )
     sources = batch.get("source") or [""] * len(dialogues)
-    out: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
+    arrays = [
+        *(_list_array(columns["offsets"], columns[c]) for c in FEATURE_COLUMNS[:3]),
+        pa.array(np.diff(columns["offsets"]).astype(np.int32)),
+        pa.array(sources, pa.string()).take(pa.array(owner)),
+    ]
+    return pa.Table.from_arrays(arrays, schema=FEATURES.arrow_schema)
+
+
+def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
+
+
+def render_batch_arrays(
+    encoded: list[list[int]],
+    sizes: np.ndarray,
+    tokens: SpeakerTokens,
+    *,
+    personas: list[list[int]] | None = None,
+    max_turns: int,
+    max_len: int,
+    reply_speakers: str = "sp2",
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every reply's example of a batch of tokenised dialogues, as flat arrays.
+
+    Args:
+        encoded: token ids of every utterance, dialogue after dialogue.
+        sizes: number of utterances of each dialogue.
+        tokens: the format's special tokens.
+        personas: token ids of each dialogue's persona text (empty: none).
+        max_turns, max_len, reply_speakers: as in :func:`prepare_dataset`.
+
+    Returns:
+        ``(owner, columns)``: the dialogue index of each example, and ``columns`` with
+        ``offsets`` (``n_examples + 1``) and the concatenated ``input_ids``,
+        ``token_type_ids`` and ``labels`` (int32): example ``i`` is
+        ``values[offsets[i]:offsets[i + 1]]``, exactly what :func:`gpt2chat.render.render_ids`
+        gives for the window :func:`gpt2chat.render.fit_window` picks (``reserve=1``).
+    """
     sp1, sp2 = tokens.sp1_token_id, tokens.sp2_token_id
-    pos = 0
-    for d, dialogue in enumerate(dialogues):
-        utts = encoded[pos : pos + len(dialogue)]
-        pos += len(dialogue)
-        lengths = [len(u) for u in utts]
-        persona = personas[d]
-        first_reply, step = (1, 2) if reply_speakers == "sp2" else (1, 1)
-        for h in range(first_reply, len(utts), step):
-            start = fit_window(
-                lengths,
-                h,
-                max_turns=max_turns,
-                max_len=max_len,
-                persona_length=len(persona or ()),
-                reserve=1,
-            )
-            if start is None:
-                continue
-            # The replier is always <sp2>: utterances with the reply's parity are sp2's.
-            speakers = [sp2 if (h - j) % 2 == 0 else sp1 for j in range(start, h + 1)]
-            ex = render_ids(utts[start : h + 1], speakers, tokens, persona=persona)
-            out["input_ids"].append(ex["input_ids"])
-            out["token_type_ids"].append(ex["token_type_ids"])
-            out["labels"].append(ex["labels"])
-            out["length"].append(len(ex["input_ids"]))
-            out["source"].append(sources[d])
-    return out
+    n_utts = len(encoded)
+    first_utt = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=first_utt[1:])
+    dlg_of_utt = np.repeat(np.arange(len(sizes)), sizes)
+    local = np.arange(n_utts) - first_utt[dlg_of_utt]  # position inside its dialogue
+    parity = local % 2
+    utt_len = np.fromiter(map(len, encoded), dtype=np.int64, count=n_utts)
+    # Utterance j is <sp> + its tokens at flat[seg[j] : seg[j + 1]].
+    seg = np.zeros(n_utts + 1, np.int64)
+    np.cumsum(utt_len + 1, out=seg[1:])
+    flat = np.zeros(int(seg[-1]), np.int64)
+    is_text = np.ones(len(flat), bool)
+    is_text[seg[:-1]] = False
+    flat[is_text] = np.fromiter(chain.from_iterable(encoded), np.int64, count=int(utt_len.sum()))
+
+    p_len = np.zeros(len(sizes), np.int64)
+    p_flat = np.zeros(0, np.int64)
+    if personas is not None:
+        p_len = np.fromiter(map(len, personas), dtype=np.int64, count=len(personas))
+        p_flat = np.fromiter(chain.from_iterable(personas), np.int64, count=int(p_len.sum()))
+    p_start = np.concatenate(([0], np.cumsum(p_len)[:-1])).astype(np.int64)
+
+    # Replies and their windows (fit_window, vectorised): the smallest start >= the max_turns
+    # bound such that <bos> + persona + flat[seg[start] : seg[h + 1]] + <eos> fits max_len.
+    reply = (parity == 1) if reply_speakers == "sp2" else (local >= 1)
+    h = np.flatnonzero(reply)
+    d = dlg_of_utt[h]
+    need = seg[h + 1] + 2 + p_len[d] - max_len
+    start = np.maximum(np.maximum(first_utt[d], h - max_turns + 1), np.searchsorted(seg, need))
+    keep = start <= h
+    h, d, start = h[keep], d[keep], start[keep]
+
+    body = seg[h + 1] - seg[start]
+    lengths = body + p_len[d] + 2
+    offsets = np.zeros(len(h) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ex = np.repeat(np.arange(len(h)), lengths)  # example of each output position
+    pos = np.arange(int(offsets[-1])) - offsets[ex]  # position inside its example
+    rel = pos - 1 - p_len[d][ex]  # position inside the body
+    input_ids = np.full(len(ex), tokens.bos_token_id, np.int64)
+    types = np.full(len(ex), tokens.bos_token_id, np.int64)
+    labels = np.full(len(ex), IGNORE_INDEX, np.int64)
+
+    at = np.flatnonzero((rel >= 0) & (rel < body[ex]))  # body positions
+    e = ex[at]
+    src = seg[start][e] + rel[at]  # their flat index
+    utt = np.searchsorted(seg, src, side="right") - 1
+    # The replier is always <sp2>: utterances with the reply's parity are sp2's.
+    speaker = np.where(parity[utt] == parity[h][e], sp2, sp1)
+    input_ids[at] = np.where(is_text[src], flat[src], speaker)
+    types[at] = speaker
+    labels[at] = np.where(src > seg[h][e], flat[src], IGNORE_INDEX)
+
+    if len(p_flat):
+        at = np.flatnonzero((pos >= 1) & (rel < 0))  # persona positions (type: <bos>)
+        input_ids[at] = p_flat[p_start[d][ex[at]] + pos[at] - 1]
+
+    first, last = offsets[:-1], offsets[1:] - 1
+    types[first] = np.where(parity[start] == parity[h], sp2, sp1)  # <bos>: the first speaker
+    input_ids[last] = tokens.eos_token_id
+    types[last] = sp2
+    labels[last] = tokens.eos_token_id
+    columns = {
+        "offsets": offsets,
+        "input_ids": input_ids.astype(np.int32),
+        "token_type_ids": types.astype(np.int32),
+        "labels": labels.astype(np.int32),
+    }
+    return d, columns
 
 
 @dataclass
@@ -107,22 +237,30 @@ def _candidate_replies(n_utterances: np.ndarray, reply_speakers: str) -> np.ndar
     return n_utterances // 2 if reply_speakers == "sp2" else np.maximum(n_utterances - 1, 0)
 
 
+def _codes(column: pa.ChunkedArray, names: list[str]) -> np.ndarray:
+    """Index of each value of ``column`` in ``names`` (-1 when absent)."""
+    codes = pc.index_in(column, value_set=pa.array(names, pa.string()))
+    return pc.fill_null(codes, -1).to_numpy().astype(np.int64)
+
+
 def dataset_statistics(
     dialogues: datasets.Dataset, features: datasets.Dataset, reply_speakers: str = "sp2"
 ) -> list[DatasetStats]:
-    """Per-source statistics of a :func:`prepare_dataset` result (and an ``all`` row if several)."""
-    dlg_sources = np.asarray(dialogues.data.column("source").to_pylist())
-    n_utts = np.asarray(
-        dialogues.data.column("utterances")
-        .combine_chunks()
-        .value_lengths()
-        .to_numpy(zero_copy_only=False)
-    )
-    feat_sources = np.asarray(features.data.column("source").to_pylist())
-    lengths = features.data.column("length").to_numpy()
+    """Per-source statistics of a :func:`prepare_dataset` result (and an ``all`` row if several).
+
+    Computed on the Arrow columns (no Python object per row), so it costs milliseconds even on a
+    cached result of millions of examples.
+    """
+    dlg = dialogues.with_format("arrow")  # the arrow views honour an indices mapping (select)
+    dlg_source_col = dlg["source"]
+    names = pc.unique(dlg_source_col).to_pylist()  # in order of first appearance
+    dlg_sources = _codes(dlg_source_col, names)
+    n_utts = pc.list_value_length(dlg["utterances"]).to_numpy().astype(np.int64)
+    feats = features.with_format("arrow")
+    feat_sources = _codes(feats["source"], names)
+    lengths = feats["length"].to_numpy()
     rows = []
-    names = list(dict.fromkeys(dlg_sources.tolist()))
-    groups = [(n, dlg_sources == n, feat_sources == n) for n in names]
+    groups = [(n, dlg_sources == i, feat_sources == i) for i, n in enumerate(names)]
     if len(names) > 1:
         groups.append(("all", np.ones_like(dlg_sources, bool), np.ones_like(feat_sources, bool)))
     for name, dmask, fmask in groups:
@@ -209,6 +347,19 @@ def prepare_dataset(
     tokens = get_speaker_tokens(tokenizer)
     if "source" not in dialogues.column_names:
         dialogues = dialogues.add_column("source", ["custom"] * len(dialogues))
+    fn_kwargs = {
+        "tokenizer": tokenizer,
+        "tokens": tokens,
+        "max_turns": max_turns,
+        "max_len": max_len,
+        "reply_speakers": reply_speakers,
+        "with_persona": with_persona and "persona" in dialogues.column_names,
+    }
+    # The datasets library fingerprints `_render_batch` by its name only, so a change of this
+    # module or of the renderer would reuse stale cache files: the code is part of the key.
+    fingerprint = Hasher.hash(
+        [dialogues._fingerprint, "gpt2chat.prepare_dataset", _code_hash(), fn_kwargs, FEATURES]
+    )
 
     with _main_process_first("prepare_dataset"):
         features = dialogues.map(
@@ -219,23 +370,9 @@ def prepare_dataset(
             num_proc=num_proc,
             load_from_cache_file=load_from_cache_file,
             cache_file_name=cache_file_name,
-            fn_kwargs={
-                "tokenizer": tokenizer,
-                "tokens": tokens,
-                "max_turns": max_turns,
-                "max_len": max_len,
-                "reply_speakers": reply_speakers,
-                "with_persona": with_persona and "persona" in dialogues.column_names,
-            },
-            features=datasets.Features(
-                {
-                    "input_ids": datasets.Sequence(datasets.Value("int32")),
-                    "token_type_ids": datasets.Sequence(datasets.Value("int32")),
-                    "labels": datasets.Sequence(datasets.Value("int32")),
-                    "length": datasets.Value("int32"),
-                    "source": datasets.Value("string"),
-                }
-            ),
+            fn_kwargs=fn_kwargs,
+            features=FEATURES,
+            new_fingerprint=fingerprint,
             desc=desc or "Rendering dialogues into training examples",
         )
     for row in dataset_statistics(dialogues, features, reply_speakers):

@@ -55,12 +55,51 @@ def defuse_special_tokens(text: str, strings: Sequence[str]) -> str:
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    """Tokenise utterances as plain text (stripped, no special tokens added or recognised)."""
+    """Tokenise utterances as plain text (stripped, no special tokens added or recognised).
+
+    A fast (Rust-backed) tokenizer is called through its backend's ``encode_batch_fast``: the
+    same ids as ``tokenizer(texts, add_special_tokens=False)``, without building a
+    ``BatchEncoding`` (offsets, attention masks), which costs more than the tokenisation itself.
+    """
     strings = special_strings(tokenizer)
     clean = [defuse_special_tokens(str(t).strip(), strings) for t in texts]
     if not clean:
         return []
+    backend = _plain_backend(tokenizer)
+    if backend is not None:
+        return [e.ids for e in backend.encode_batch_fast(clean, add_special_tokens=False)]
     return tokenizer(clean, add_special_tokens=False)["input_ids"]
+
+
+def _plain_backend(tokenizer: PreTrainedTokenizerBase):
+    """The ``tokenizers.Tokenizer`` to call directly, or ``None`` to go through ``__call__``.
+
+    Only when calling it gives exactly what ``__call__`` gives: no truncation or padding left
+    set on the backend, and the same special-token splitting as the tokenizer's setting.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    try:
+        from transformers import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # pragma: no cover - another transformers layout
+        return None
+    cls = type(tokenizer)
+    if (
+        cls.__call__ is not PreTrainedTokenizerBase.__call__
+        or getattr(cls, "_encode_plus", None) is not TokenizersBackend._encode_plus
+    ):
+        return None  # a subclass that prepares the text itself
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    if backend.truncation is not None or backend.padding is not None:
+        return None
+    if bool(getattr(backend, "encode_special_tokens", False)) != bool(
+        getattr(tokenizer, "split_special_tokens", False)
+    ):
+        return None
+    return backend
 
 
 def fit_window(

@@ -13,6 +13,18 @@ TOKENIZER_DIR = SHARED / "assets" / "gpt2-tokenizer"
 DATA_DIR = SHARED / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_loader_cache(tmp_path_factory):
+    """Loader caches (``GPT2CHAT_CACHE``) go to a temporary folder, inherited by subprocesses."""
+    old = os.environ.get("GPT2CHAT_CACHE")
+    os.environ["GPT2CHAT_CACHE"] = str(tmp_path_factory.mktemp("gpt2chat-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GPT2CHAT_CACHE", None)
+    else:
+        os.environ["GPT2CHAT_CACHE"] = old
+
+
 def require_shared(*parts: str) -> Path:
     """Path under the shared folder, or skip the test with a reason when it is absent."""
     path = SHARED.joinpath(*parts)

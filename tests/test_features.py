@@ -162,3 +162,123 @@ def test_real_daily_dialog_features(chat_tokenizer, shared_data_dir):
         labels = [x for x in ex["labels"] if x != IGNORE_INDEX]
         assert labels[-1] == t.eos_token_id and len(labels) >= 2
         assert ex["input_ids"][0] == t.bos_token_id and ex["token_type_ids"][-1] == t.sp2_token_id
+
+
+def _reference_examples(ds, tok, *, max_turns, max_len, reply_speakers, with_persona):
+    """The features prepare_dataset must give, built example by example with render_ids."""
+    from gpt2chat.render import encode_texts, fit_window, render_ids
+
+    tokens = get_speaker_tokens(tok)
+    out = []
+    for row in ds:
+        utts = encode_texts(tok, row["utterances"])
+        persona = None
+        if with_persona:
+            persona = encode_texts(tok, [" ".join(row["persona"] or [])])[0] or None
+        step = 2 if reply_speakers == "sp2" else 1
+        for h in range(1, len(utts), step):
+            start = fit_window(
+                [len(u) for u in utts],
+                h,
+                max_turns=max_turns,
+                max_len=max_len,
+                persona_length=len(persona or ()),
+            )
+            if start is None:
+                continue
+            speakers = [
+                tokens.sp2_token_id if (h - j) % 2 == 0 else tokens.sp1_token_id
+                for j in range(start, h + 1)
+            ]
+            ex = render_ids(utts[start : h + 1], speakers, tokens, persona=persona)
+            out.append({**ex, "length": len(ex["input_ids"]), "source": row["source"]})
+    return out
+
+
+@pytest.mark.parametrize("reply_speakers", ["sp2", "both"])
+@pytest.mark.parametrize("with_persona", [False, True])
+@pytest.mark.parametrize("max_len", [12, 40, 1024])
+def test_vectorised_layout_matches_render_ids(
+    chat_tokenizer, reply_speakers, with_persona, max_len
+):
+    import random
+
+    rng = random.Random(f"{reply_speakers}{with_persona}{max_len}")
+    words = ["hi", "there", "how", "are", "you", "fine", "thanks", "<sp1>", "tea", "?", "!", ""]
+    rows, personas = [], []
+    for _ in range(60):
+        n = rng.randint(0, 9)
+        rows.append([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(n)])
+        personas.append(
+            [" ".join(rng.choices(words, k=rng.randint(0, 6))) for _ in range(rng.randint(0, 3))]
+        )
+    ds = dialogues(rows, persona=personas)
+    kwargs = {"max_turns": 4, "max_len": max_len, "reply_speakers": reply_speakers}
+    got = prepare_dataset(ds, chat_tokenizer, with_persona=with_persona, batch_size=7, **kwargs)
+    want = _reference_examples(ds, chat_tokenizer, with_persona=with_persona, **kwargs)
+    assert got.to_list() == want
+
+
+def test_statistics_follow_an_indices_mapping(chat_tokenizer):
+    ds = datasets.concatenate_datasets(
+        [dialogues([["a", "b"]] * 3, "one"), dialogues([["c", "d", "e", "f"]] * 2, "two")]
+    )
+    picked = ds.select([4, 0])  # not contiguous: an indices mapping over the table
+    out = prepare_dataset(picked, chat_tokenizer, max_len=64)
+    rows = {r.source: r for r in dataset_statistics(picked, out)}
+    assert (rows["two"].dialogues, rows["two"].utterances, rows["two"].examples) == (1, 4, 2)
+    assert (rows["one"].dialogues, rows["one"].examples, rows["all"].dialogues) == (1, 1, 2)
+
+
+_SECOND_RUN = """
+import json, os, sys, time
+from gpt2chat import add_speaker_tokens, load_dialogues, prepare_dataset
+from gpt2chat.tokens import load_tokenizer
+tok = load_tokenizer(sys.argv[1])
+add_speaker_tokens(tok)
+start = time.time()
+out = prepare_dataset(load_dialogues("daily_dialog", "train", sys.argv[2]), tok, max_len=64)
+files = [f["filename"] for f in out.cache_files]
+print(json.dumps({"files": files, "hit": all(os.path.getmtime(f) < start for f in files)}))
+"""
+
+
+def test_features_cache_is_hit_by_a_new_process(chat_tokenizer, tmp_path, monkeypatch):
+    """load_dialogues + prepare_dataset in a fresh process reuse the first run's cache files;
+    another argument or another version of the rendering code misses."""
+    import json
+    import subprocess
+    import sys
+
+    from gpt2chat import features, load_dialogues
+
+    from .conftest import TOKENIZER_DIR
+
+    monkeypatch.setenv("GPT2CHAT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "dd" / "train"
+    data.mkdir(parents=True)
+    lines = [
+        f"Hi {i} . __eou__ Hello ! __eou__ How are you ? __eou__ Fine . __eou__" for i in range(50)
+    ]
+    (data / "dialogues_train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    first = prepare_dataset(
+        load_dialogues("daily_dialog", "train", data.parent), chat_tokenizer, max_len=64
+    )
+    (cache_file,) = [f["filename"] for f in first.cache_files]
+    assert len(first) == 100
+    run = subprocess.run(
+        [sys.executable, "-c", _SECOND_RUN, str(TOKENIZER_DIR), str(data.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    second = json.loads(run.stdout.strip().splitlines()[-1])
+    assert second == {"files": [cache_file], "hit": True}
+
+    dialogues = load_dialogues("daily_dialog", "train", data.parent)
+    other = prepare_dataset(dialogues, chat_tokenizer, max_len=32)
+    assert other.cache_files[0]["filename"] != cache_file
+    monkeypatch.setattr(features, "_code_hash", lambda: "another version")
+    changed_code = prepare_dataset(dialogues, chat_tokenizer, max_len=64)
+    assert changed_code.cache_files[0]["filename"] != cache_file

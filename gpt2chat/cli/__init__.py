@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("gpt2chat.cli.eval:cmd_eval", "perplexity and generation metrics of a model"),
     "export": ("gpt2chat.cli.export:cmd_export", "merge a LoRA adapter into a plain model"),
     "chat": ("gpt2chat.cli.chat:cmd_chat", "chat with a model in the terminal"),
+    "serve": ("gpt2chat.cli.serve:cmd_serve", "HTTP chat server: OpenAI-compatible API + web page"),
 }
 
 

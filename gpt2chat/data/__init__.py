@@ -177,16 +177,28 @@ def _seed_split(loader, name, data_dir, split, train_frac, normalize, options):
 
 
 def _concatenate(parts: list[datasets.Dataset]) -> datasets.Dataset:
+    from datasets.fingerprint import Hasher
+
     columns: dict[str, datasets.Features] = {}
     for p in parts:
         for col, feat in p.features.items():
             columns.setdefault(col, feat)
+    target = datasets.Features(columns)
     aligned = []
     for p in parts:
         for col, feat in columns.items():
             if col not in p.column_names:
-                p = p.add_column(col, [_empty(feat)] * len(p), feature=feat)
-        aligned.append(p.select_columns(list(columns)).cast(datasets.Features(columns)))
+                # An explicit fingerprint: hashing the column's values would cost more than
+                # the whole cached load.
+                fingerprint = Hasher.hash([p._fingerprint, "empty column", col, feat])
+                p = p.add_column(
+                    col, [_empty(feat)] * len(p), feature=feat, new_fingerprint=fingerprint
+                )
+        if p.column_names != list(columns):
+            p = p.select_columns(list(columns))
+        if p.features != target:
+            p = p.cast(target)
+        aligned.append(p)
     return datasets.concatenate_datasets(aligned)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, check_split, finalize_dialogues, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, read_text, where
 from .download import download_dataset, pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,17 @@ def load_blended_skill_talk(
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path = _split_file(Path(data_dir), split)
+    return cached_dialogues(
+        lambda: _read_records(path, split),
+        source=SOURCE,
+        split=split,
+        files=[path],
+        normalize=normalize,
+        extra_features=_EXTRA_FEATURES,
+    )
 
+
+def _read_records(path: Path, split: str) -> list[dict]:
     issues: Counter = Counter()
     records = []
     for loc, item in _read_items(path):
@@ -104,9 +114,7 @@ def load_blended_skill_talk(
             path,
             ", ".join(f"{n} {why}" for why, n in issues.items()),
         )
-    return finalize_dialogues(
-        records, source=SOURCE, split=split, normalize=normalize, extra_features=_EXTRA_FEATURES
-    )
+    return records
 
 
 def _split_file(data_dir: Path, split: str) -> Path:

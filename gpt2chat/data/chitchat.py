@@ -20,17 +20,17 @@ machine and in every Python process: ``u = int(sha256(id)[:16], 16) / 2**64`` is
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from .base import DataFormatError, check_split, finalize_dialogues, read_text
+from .base import DataFormatError, cached_dialogues, check_split, read_text
 from .download import pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -85,23 +85,36 @@ def load_chitchat(
             f"{validation_fraction} + {test_fraction}."
         )
     path = _dataset_file(data_dir)
-    conversations, skipped = _read_conversations(str(path), path.stat().st_mtime_ns)
+    return cached_dialogues(
+        lambda: _split_records(path, split, validation_fraction, test_fraction),
+        source=SOURCE,
+        split=split,
+        files=[path],
+        normalize=normalize,
+        extra_features=_EXTRA_FEATURES,
+        validation_fraction=float(validation_fraction),
+        test_fraction=float(test_fraction),
+    )
 
-    records = []
-    for conv_id, utterances, prompt in conversations:
+
+def _split_records(
+    path: Path, split: str, validation_fraction: float, test_fraction: float
+) -> Iterator[dict[str, Any]]:
+    """The split's records, streamed: one conversation in memory at a time."""
+    skipped: Counter = Counter()
+    kept = 0
+    for conv_id, utterances, prompt in _read_conversations(path, skipped):
+        kept += 1
         if split_of(conv_id, validation_fraction, test_fraction) == split:
-            records.append({"utterances": list(utterances), "prompt": prompt})
+            yield {"utterances": list(utterances), "prompt": prompt}
     if skipped:
         logger.info(
             "%s (%s): %d conversations in all splits kept; skipped: %s",
             SOURCE,
             path,
-            len(conversations),
+            kept,
             ", ".join(f"{n} {why}" for why, n in skipped.items()),
         )
-    return finalize_dialogues(
-        records, source=SOURCE, split=split, normalize=normalize, extra_features=_EXTRA_FEATURES
-    )
 
 
 def split_of(conv_id: str, validation_fraction: float = 0.05, test_fraction: float = 0.05) -> str:
@@ -143,12 +156,32 @@ def _dataset_file(data_dir: str | Path | None) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=4)
-def _read_conversations(
-    path_str: str, mtime_ns: int
-) -> tuple[tuple[tuple[str, tuple[str, ...], str], ...], Counter]:
-    """Parse ``dataset.json`` once per file version: ``(id, utterances, prompt)`` triples."""
-    path = Path(path_str)
+def _read_conversations(path: Path, skipped: Counter) -> Iterator[tuple[str, tuple[str, ...], str]]:
+    """Stream ``dataset.json``'s two-speaker conversations: ``(id, utterances, prompt)``.
+
+    The file is decoded one conversation at a time (it is 40 MB, and ``json.loads`` of all of
+    it takes several times that in Python objects); an invalid file is read again whole to
+    report the error with its line.
+    """
+    try:
+        for conv_id, conv in _json_object_items(path):
+            turns = _turns(conv, path, conv_id, skipped)
+            if len(turns) < 2:  # after merging, fewer than 2 turns means a single speaker
+                skipped["conversations with fewer than 2 turns (a single speaker)"] += 1
+            elif len({sender for sender, _ in turns}) > 2:
+                skipped["conversations with more than 2 speakers"] += 1
+            else:
+                prompt = conv.get("prompt") or ""
+                yield conv_id, tuple(text for _, text in turns), str(prompt)
+    except DataFormatError:
+        raise
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        _check_whole_file(path)
+        raise
+
+
+def _check_whole_file(path: Path) -> None:
+    """Raise the :class:`DataFormatError` that describes what is wrong with the whole file."""
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
@@ -160,18 +193,77 @@ def _read_conversations(
             f"{path}: expected a JSON object mapping conversation ids to conversations, got "
             f"{type(data).__name__}."
         )
-    kept = []
-    skipped: Counter = Counter()
-    for conv_id, conv in data.items():
-        turns = _turns(conv, path, conv_id, skipped)
-        if len(turns) < 2:  # after merging, fewer than 2 turns means a single speaker
-            skipped["conversations with fewer than 2 turns (a single speaker)"] += 1
-        elif len({sender for sender, _ in turns}) > 2:
-            skipped["conversations with more than 2 speakers"] += 1
-        else:
-            prompt = conv.get("prompt") or ""
-            kept.append((conv_id, tuple(text for _, text in turns), str(prompt)))
-    return tuple(kept), skipped
+
+
+_WHITESPACE = " \t\n\r"
+
+
+def _json_object_items(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[Any, Any]]:
+    """Yield the ``(key, value)`` pairs of the JSON object in ``path``, reading it in chunks.
+
+    Raises ``ValueError`` (``json.JSONDecodeError`` for invalid JSON) when the file is not one
+    JSON object; the caller reports the details.
+    """
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8-sig") as f:
+        buf, pos, eof = "", 0, False
+
+        def fill() -> None:
+            nonlocal buf, pos, eof
+            data = f.read(chunk_size)
+            eof = not data
+            buf, pos = buf[pos:] + data, 0
+
+        def skip_space() -> None:
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in _WHITESPACE:
+                    pos += 1
+                if pos < len(buf) or eof:
+                    return
+                fill()
+
+        def value() -> Any:
+            nonlocal pos
+            skip_space()
+            while True:
+                try:
+                    out, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError:
+                    if eof:
+                        raise
+                    fill()  # the value may continue in the next chunk
+                    continue
+                if end == len(buf) and not eof:
+                    fill()  # a number cut at the end of the chunk
+                    continue
+                pos = end
+                return out
+
+        def punctuation() -> str:
+            nonlocal pos
+            skip_space()
+            if pos >= len(buf):
+                raise ValueError(f"{path}: unexpected end of the JSON object")
+            pos += 1
+            return buf[pos - 1]
+
+        fill()
+        if punctuation() != "{":
+            raise ValueError(f"{path}: not a JSON object")
+        skip_space()
+        if pos < len(buf) and buf[pos] == "}":
+            return
+        while True:
+            key = value()
+            if punctuation() != ":":
+                raise ValueError(f"{path}: expected ':' after a key")
+            yield key, value()
+            sep = punctuation()
+            if sep == "}":
+                return
+            if sep != ",":
+                raise ValueError(f"{path}: expected ',' or '}}' between items")
 
 
 def _turns(conv: Any, path: Path, conv_id: str, skipped: Counter) -> list[tuple[str, str]]:

@@ -12,15 +12,17 @@ The act and emotion label files (``dialogues_act_<split>.txt``,
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from .base import DataFormatError, check_split, finalize_dialogues, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, read_text, where
 from .download import download_dataset, pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -79,13 +81,23 @@ def load_daily_dialog(
     cache_dir = pop_cache_dir(options, "load_daily_dialog")
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
-    label, text = _read_split(Path(data_dir), split)
-    records = _parse(text, label)
-    return finalize_dialogues(records, source=SOURCE, split=split, normalize=normalize)
+    path, read = _find_split(Path(data_dir), split)
+    return cached_dialogues(
+        lambda: _parse(*read()[::-1]),  # read() gives (where, lines)
+        source=SOURCE,
+        split=split,
+        files=[path],
+        normalize=normalize,
+    )
 
 
-def _read_split(root: Path, split: str) -> tuple[str, str]:
-    """Find the split's text in one of the accepted layouts; return (where it is, its text)."""
+def _find_split(root: Path, split: str) -> tuple[Path, Callable[[], tuple[str, Iterable[str]]]]:
+    """Find the split in one of the accepted layouts without reading it.
+
+    Returns the file that holds it (the text file or the archive) and a function that reads
+    it, returning (where it is, its lines as ``text.split("\\n")`` gives them). A text file is
+    streamed, an archive member read whole.
+    """
     name = f"dialogues_{split}.txt"
     tried: list[str] = []
     if not root.exists():
@@ -96,22 +108,21 @@ def _read_split(root: Path, split: str) -> tuple[str, str]:
         )
     if root.is_file():
         if zipfile.is_zipfile(root):
-            return _read_release_zip(root, split)
-        return str(root), read_text(root)  # the split's text file itself
+            return root, functools.partial(_read_release_zip, root, split)
+        return root, functools.partial(_read_file, root)  # the split's text file itself
     for folder in (root, root / ARCHIVE_DIR):
         for path in (folder / split / name, folder / name):
             tried.append(str(path))
             if path.is_file():
-                return str(path), read_text(path)
+                return path, functools.partial(_read_file, path)
         archive = folder / f"{split}.zip"
         tried.append(str(archive))
         if archive.is_file():
-            with _open_zip(archive, str(archive)) as zf:
-                return _read_member(zf, str(archive), name)
+            return archive, functools.partial(_read_split_zip, archive, name)
     release = root / f"{ARCHIVE_DIR}.zip"
     tried.append(str(release))
     if release.is_file():
-        return _read_release_zip(release, split)
+        return release, functools.partial(_read_release_zip, release, split)
     raise FileNotFoundError(
         f"DailyDialog {split!r} split: none of these files exists: {', '.join(tried)}. Point "
         f"`data_dir` at a folder with {split}/{name} (or the original {ARCHIVE_DIR}.zip "
@@ -119,7 +130,37 @@ def _read_split(root: Path, split: str) -> tuple[str, str]:
     )
 
 
-def _read_release_zip(release: Path, split: str) -> tuple[str, str]:
+def _read_file(path: Path) -> tuple[str, Iterator[str]]:
+    return str(path), _file_lines(path)
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    """``read_text(path).split("\\n")``, streamed (one line in memory at a time)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="\n") as f:
+            last = "\n"
+            for line in f:
+                last = line
+                yield line[:-1] if line.endswith("\n") else line
+        if last.endswith("\n"):
+            yield ""  # what follows the final newline
+    except UnicodeDecodeError:
+        read_text(path)  # raises the DataFormatError that names the line
+        raise
+
+
+def _read_split_zip(archive: Path, name: str) -> tuple[str, list[str]]:
+    with _open_zip(archive, str(archive)) as zf:
+        label, text = _read_member(zf, str(archive), name)
+    return label, text.split("\n")
+
+
+def _read_release_zip(release: Path, split: str) -> tuple[str, list[str]]:
+    label, text = _read_release_zip_text(release, split)
+    return label, text.split("\n")
+
+
+def _read_release_zip_text(release: Path, split: str) -> tuple[str, str]:
     """Read the split from ``ijcnlp_dailydialog.zip``, which holds ``<split>.zip``."""
     name = f"dialogues_{split}.txt"
     with _open_zip(release, str(release)) as outer:
@@ -176,15 +217,12 @@ def _decode(raw: bytes, label: str) -> str:
         ) from None
 
 
-def _parse(text: str, label: str) -> list[dict[str, list[str]]]:
-    """One record per line; lines without ``__eou__`` are skipped, counted and logged."""
-    records = []
+def _parse(lines: Iterable[str], label: str) -> Iterator[dict[str, list[str]]]:
+    """One record per line (a generator); lines without ``__eou__`` are skipped, counted and
+    logged once the lines are consumed."""
     malformed: list[int] = []
     blank = 0
-    lines = text.split("\n")
-    if lines and not lines[-1].strip():
-        lines.pop()  # the newline that ends the last line
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in _but_a_blank_last(lines):
         if not line.strip():
             blank += 1
             continue
@@ -194,7 +232,7 @@ def _parse(text: str, label: str) -> list[dict[str, list[str]]]:
         parts = line.split(EOU)
         if not parts[-1].strip():
             parts.pop()  # after the final __eou__
-        records.append({"utterances": parts})
+        yield {"utterances": parts}
     if malformed:
         shown = ", ".join(map(str, malformed[:_SHOW_LINES]))
         more = f" (and {len(malformed) - _SHOW_LINES} more)" if len(malformed) > _SHOW_LINES else ""
@@ -208,4 +246,14 @@ def _parse(text: str, label: str) -> list[dict[str, list[str]]]:
         )
     if blank:
         logger.info("%s: ignored %d blank line(s)", label, blank)
-    return records
+
+
+def _but_a_blank_last(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """``enumerate(lines, 1)`` without the last line when it is blank (the final newline)."""
+    previous = None
+    for item in enumerate(lines, 1):
+        if previous is not None:
+            yield previous
+        previous = item
+    if previous is not None and previous[1].strip():
+        yield previous

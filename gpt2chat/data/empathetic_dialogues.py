@@ -24,14 +24,13 @@ speaks first (who told the situation) is ``<sp1>``.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from .base import DataFormatError, check_split, finalize_dialogues, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, read_text, where
 from .download import download_dataset, pop_cache_dir
 from .normalize import normalize_text
 
@@ -92,11 +91,11 @@ def load_empathetic_dialogues(
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path = _split_file(Path(data_dir), split)
-    records = _read_conversations(path, normalize)
-    return finalize_dialogues(
-        records,
+    return cached_dialogues(
+        lambda: _read_conversations(path, normalize),
         source=SOURCE,
         split=split,
+        files=[path],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
     )
@@ -129,18 +128,26 @@ def _uncomma(text: str) -> str:
 
 
 def _rows(path: Path):
-    """Yield ``(line, fields)`` for each data row; the first item is the header."""
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
-    start = 1
-    try:
-        for row in reader:
-            yield start, row
-            start = reader.line_num + 1
-    except csv.Error as err:
-        raise DataFormatError(
-            f"{where(path, reader.line_num)}: not a readable CSV row ({err}). The file must be "
-            "EmpatheticDialogues' comma-separated format."
-        ) from None
+    """Yield ``(line, fields)`` for each data row; the first item is the header.
+
+    The file is streamed; bytes that are not UTF-8 are reported with their line by
+    :func:`~gpt2chat.data.base.read_text`.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        start = 1
+        try:
+            for row in reader:
+                yield start, row
+                start = reader.line_num + 1
+        except csv.Error as err:
+            raise DataFormatError(
+                f"{where(path, reader.line_num)}: not a readable CSV row ({err}). The file must "
+                "be EmpatheticDialogues' comma-separated format."
+            ) from None
+        except UnicodeDecodeError:
+            read_text(path)  # raises the DataFormatError that names the line
+            raise
 
 
 def _read_conversations(path: Path, normalize: bool) -> list[dict[str, Any]]:

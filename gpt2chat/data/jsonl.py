@@ -36,7 +36,7 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, check_split, finalize_dialogues, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, read_text, where
 from .download import pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,17 @@ def load_jsonl(
     check_split(split)
     pop_cache_dir(options, "load_jsonl")
     file, default_source = _resolve_file(split, data_dir, path)
-    source = source or default_source
+    return cached_dialogues(
+        lambda: _read_records(file),
+        source=source or default_source,
+        split=split,
+        files=[file],
+        normalize=normalize,
+        extra_features=_EXTRA_FEATURES,
+    )
 
+
+def _read_records(file: Path) -> list[dict[str, Any]]:
     counts: Counter = Counter()
     records = []
     text = read_text(file)
@@ -101,9 +110,7 @@ def load_jsonl(
     merged = {k: n for k, n in counts.items() if k not in dropped}
     if merged:
         logger.info("%s: %s", file, ", ".join(f"{n} {why}" for why, n in merged.items()))
-    return finalize_dialogues(
-        records, source=source, split=split, normalize=normalize, extra_features=_EXTRA_FEATURES
-    )
+    return records
 
 
 def _resolve_file(

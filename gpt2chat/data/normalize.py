@@ -44,20 +44,24 @@ _POSSESSIVE = re.compile(r"(?<=\ws) '(?= \w)")  # "ladies ' room" -> "ladies' ro
 # Punctuation spacing.
 _SPACED_INITIAL = re.compile(r"\b([A-Za-z]) \. (?=[A-Za-z] \.)")  # "U . S ." / "p . m ."
 _ELLIPSIS = re.compile(r"(?:(?<=\s)|^)\.(?: \.)+(?!\w)")
-_MISPLACED_COMMA = re.compile(r"(?<=\w) ,(?=[A-Za-z])")  # "Oh ,really" -> "Oh, really"
+# "Oh ,really" -> "Oh, really". Patterns start with a literal where they can (a look-behind
+# moved after it), so the regex engine jumps from candidate to candidate.
+_MISPLACED_COMMA = re.compile(r" ,(?<=\w ,)(?=[A-Za-z])")
 _SPACE_BEFORE = re.compile(r" +(?=[,?!%)\]]|\.(?![\w])|[;:](?:\s|$))")
 _SPACE_AFTER = re.compile(r"(?<![:;=8])([(\[]) +")
 _CURRENCY = re.compile(r"([$£€¥#]) +(?=\d)")
+_CURRENCY_SPACED = ("$ ", "£ ", "€ ", "¥ ", "# ")
 _TIME = re.compile(r"\b(\d{1,2})(?: : |: (?=(?:00|15|30|45)\b))(\d\d)\b")
 
 # Sentences glued together: "right.But what", "worry.He is".
-_GLUED = re.compile(r"(?<=[a-z])[.!?](?=[A-Z][a-z])")
+_GLUED = re.compile(r"[.!?](?<=[a-z][.!?])(?=[A-Z][a-z])")
 
 # The pronoun "i" (Persona-Chat is lower-cased), not "i.e." nor a word part.
-_PRONOUN_I = re.compile(r"(?<![\w.\-/@'’])i(?=['’](?:m|d|ll|ve)\b|[\s,?!;:)\"”]|\.(?![\w])|$)")
+_PRONOUN_I = re.compile(r"i(?<![\w.\-/@'’]i)(?=['’](?:m|d|ll|ve)\b|[\s,?!;:)\"”]|\.(?![\w])|$)")
 
 # A lower-case letter that starts the text or a sentence (after ". ", "! ", "? ").
-_SENTENCE_START = re.compile(r"(^|[.!?]\s+)([\"“‘'(\[]*)([a-z])")
+_TEXT_START = re.compile(r"()([\"“‘'(\[]*)([a-z])")  # used with .match()
+_SENTENCE_START = re.compile(r"([.!?]\s+)([\"“‘'(\[]*)([a-z])")
 _WORD = re.compile(r"\S*")
 _ABBREVIATIONS = frozenset(
     (
@@ -89,6 +93,8 @@ def _unglue(m: re.Match) -> str:
 
 
 def _single_quotes(text: str) -> str:
+    if "' " not in text and not text.endswith("'"):
+        return text  # no quote followed by a space: neither pattern can match
     if len(_LONE_SINGLE.findall(text)) % 2:
         text = _POSSESSIVE.sub("'", text)
     return _SINGLE_PAIR.sub(r"'\1'", text)
@@ -144,9 +150,12 @@ def normalize_text(text: str) -> str:
         if "\\" in text:
             text = _BACKSLASH_QUOTE.sub("", text)
         text = _CONTRACTION.sub(_contraction, text)
-        text = _OCLOCK.sub(r"\1'\2", text)
-        text = _MAAM.sub(r"\1'\2", text)
-        text = _IRISH.sub(r"\1'", text)
+        if "clock" in text:
+            text = _OCLOCK.sub(r"\1'\2", text)
+        if "am" in text and ("ma" in text or "Ma" in text):
+            text = _MAAM.sub(r"\1'\2", text)
+        if " ' " in text or " ’ " in text:
+            text = _IRISH.sub(r"\1'", text)
         if "’" in text or "‘" in text:
             text = _INNER_CURLY.sub("'", text)
             text = _OPEN_CURLY.sub(r"\1", text)
@@ -172,7 +181,12 @@ def normalize_text(text: str) -> str:
     text = _SPACE_BEFORE.sub("", text)
     if "( " in text or "[ " in text:
         text = _SPACE_AFTER.sub(r"\1", text)
-    text = _CURRENCY.sub(r"\1", text)
-    text = _PRONOUN_I.sub("I", text)
+    if any(c in text for c in _CURRENCY_SPACED):
+        text = _CURRENCY.sub(r"\1", text)
+    if "i" in text:
+        text = _PRONOUN_I.sub("I", text)
+    start = _TEXT_START.match(text)
+    if start:
+        text = _capitalize(start) + text[start.end() :]
     text = _SENTENCE_START.sub(_capitalize, text)
     return text.strip()

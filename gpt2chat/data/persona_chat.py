@@ -35,7 +35,7 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, check_split, finalize_dialogues, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, read_text, where
 from .download import download_dataset, pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -99,16 +99,14 @@ def load_persona_chat(
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path, fmt = _find_file(Path(data_dir), split, format)
-    if fmt == "json":
-        records = _read_json(path, split)
-    else:
-        records = _read_txt(path)
-    return finalize_dialogues(
-        records,
+    return cached_dialogues(
+        lambda: _read_json(path, split) if fmt == "json" else _read_txt(path),
         source=SOURCE,
         split=split,
+        files=[path],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
+        format=fmt,
     )
 
 

@@ -1,5 +1,20 @@
-"""Training: argument dataclasses (and, later, the trainer)."""
+"""Training: argument dataclasses, model loading, :class:`DialogueTrainer`, the model card."""
 
-from .arguments import DataArguments, ModelArguments
+from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
+from .export import export_model
+from .model_card import ModelCardInfo, render_model_card
+from .run import TrainingSummary, run_training
+from .trainer import DialogueTrainer
 
-__all__ = ["DataArguments", "ModelArguments"]
+__all__ = [
+    "DataArguments",
+    "DialogueTrainer",
+    "DialogueTrainingArguments",
+    "LoraArguments",
+    "ModelArguments",
+    "ModelCardInfo",
+    "TrainingSummary",
+    "export_model",
+    "render_model_card",
+    "run_training",
+]

@@ -388,6 +388,8 @@ class DialogueTrainingArguments(TrainingArguments):
                                       last checkpoint)
     ``logging_steps``                 ``50``                      ``500``
     ``report_to``                     ``tensorboard``             ``none``
+    ``ddp_find_unused_parameters``    ``False`` (every parameter  ``None`` (``True`` with
+                                      gets a gradient)            DDP)
     ================================  ==========================  ==========================
 
     ``per_device_train_batch_size`` (``--batch_size``, 8) and ``dataloader_num_workers``
@@ -469,6 +471,13 @@ class DialogueTrainingArguments(TrainingArguments):
         metadata={
             "help": "Data-loading worker processes. Seed name: --num_workers.",
             "aliases": ["--num_workers"],
+        },
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "DDP: look for parameters without gradients every step (slower; only needed "
+            "for models with unused branches)."
         },
     )
     gpu: str | None = field(

@@ -151,3 +151,22 @@ def test_missing_package_error(monkeypatch):
     )
     with pytest.raises(ImportError, match="pip install chitchat-dataset"):
         load_chitchat("train")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 1 << 20])
+def test_streamed_json_matches_json_loads(tmp_path, chunk_size):
+    from gpt2chat.data.chitchat import _json_object_items
+
+    data = {
+        "a": {"messages": [[{"text": "hé ☕", "sender": "x", "timestamp": 12345}]], "n": -1.5e3},
+        "b": [True, False, None, 'q"uote', {"nested": []}],
+        "c": 1234567890123,
+    }
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    assert list(_json_object_items(path, chunk_size)) == list(data.items())
+    path.write_text(" { } ")
+    assert list(_json_object_items(path, chunk_size)) == []
+    path.write_text('{"a": 1 "b": 2}')
+    with pytest.raises(ValueError):
+        list(_json_object_items(path, chunk_size))

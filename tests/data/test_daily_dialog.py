@@ -235,3 +235,53 @@ def test_real_data_official_counts(split, dialogues, utterances):
     if split == "validation":
         text = "\n".join(u for d in ds["utterances"] for u in d)
         assert " ?" not in text and " ," not in text and "__eou__" not in text
+
+
+def test_parsed_split_is_cached_and_invalidated(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("GPT2CHAT_CACHE", str(tmp_path / "cache"))
+    root = write_split_dirs(tmp_path / "dd")
+    first = load_dialogues("daily_dialog", "train", root)
+    (cache_file,) = [f["filename"] for f in first.cache_files]
+    assert cache_file.startswith(str(tmp_path / "cache" / "dialogues" / "daily_dialog"))
+
+    # A second load is served by the Arrow file: the text is not parsed again.
+    def no_parse(*args):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(daily_dialog, "_parse", no_parse)
+    again = load_dialogues("daily_dialog", "train", root)
+    assert [f["filename"] for f in again.cache_files] == [cache_file]
+    assert again._fingerprint == first._fingerprint
+    assert again["utterances"] == EXPECTED_TRAIN and again.info.description == (
+        first.info.description
+    )
+    monkeypatch.undo()
+    monkeypatch.setenv("GPT2CHAT_CACHE", str(tmp_path / "cache"))
+
+    # Another option or another version of the file: another cache entry.
+    raw = load_dialogues("daily_dialog", "train", root, normalize=False)
+    assert raw.cache_files[0]["filename"] != cache_file
+    (root / "train" / "dialogues_train.txt").write_text(TRAIN + TEST, encoding="utf-8")
+    changed = load_dialogues("daily_dialog", "train", root)
+    assert len(changed) == len(first) + 1
+    assert changed.cache_files[0]["filename"] != cache_file
+
+    # datasets.disable_caching(): built in memory, nothing written.
+    datasets.disable_caching()
+    try:
+        in_memory = load_dialogues("daily_dialog", "validation", root)
+    finally:
+        datasets.enable_caching()
+    assert in_memory.cache_files == [] and len(in_memory) == 1
+
+
+def test_unwritable_cache_builds_in_memory(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GPT2CHAT_CACHE", str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="gpt2chat"):
+        ds = load_dialogues("daily_dialog", "train", write_split_dirs(tmp_path / "dd"))
+    assert ds["utterances"] == EXPECTED_TRAIN and ds.cache_files == []
+    assert "cannot write to the cache folder" in caplog.text

@@ -1,0 +1,882 @@
+"""``ChatSession``: multi-turn chat on the training renderer, decoded by ``model.generate``.
+
+The prompt of every turn is built by :func:`gpt2chat.render.render_messages` (the function that
+also builds the training examples), so chat and training cannot disagree on the format::
+
+    <bos> [persona] <sp1> user <sp2> bot <sp1> user <sp2>   -> generate -> reply <eos>|<sp1>
+
+Decoding is ``model.generate`` with its KV cache. Between turns the session keeps that cache
+(the *prefix cache*): the next prompt is compared token by token with what the cache holds and
+only the part after the longest common prefix is encoded. While the history window has not
+slid, that is just the new user turn, so the time to the first token of a reply does not grow
+with the conversation. When the window slides, the prompt's beginning changes and (with GPT-2's
+absolute positions) everything is encoded again. Reuse never changes the result: the cached keys
+and values of a position depend only on the tokens (and token types) up to that position, and
+those are compared exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..render import encode_texts, render_messages
+from ..tokens import SpeakerTokens, get_speaker_tokens
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_GENERATION_OPTIONS", "ChatSession", "TurnStats", "resolve_dtype"]
+
+#: The original recipe's decoding: nucleus sampling with ``top_p=0.8`` (no top-k).
+DEFAULT_GENERATION_OPTIONS: dict[str, Any] = {
+    "do_sample": True,
+    "top_p": 0.8,
+    "top_k": 0,
+    "temperature": 1.0,
+    "max_new_tokens": 64,
+}
+#: Options that only matter when sampling: dropped from the defaults under greedy / beam search.
+_SAMPLING_ONLY = ("top_p", "top_k", "temperature")
+#: Set by the session itself; a user value would break stopping or the prompt format.
+_RESERVED = ("eos_token_id", "pad_token_id", "bos_token_id", "max_length", "streamer")
+_CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+TRANSCRIPT_FORMAT = "gpt2chat-transcript"
+TRANSCRIPT_VERSION = 1
+
+
+@dataclass
+class TurnStats:
+    """What the last turn cost: tokens in the prompt, how many came from the prefix cache, timings."""
+
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+    first_token_seconds: float | None
+    total_seconds: float
+    truncated_input: bool = False
+
+    @property
+    def encoded_tokens(self) -> int:
+        """Prompt tokens that had to be run through the model (not served by the prefix cache)."""
+        return self.prompt_tokens - self.reused_tokens
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "encoded_tokens": self.encoded_tokens}
+
+
+@dataclass
+class _Turn:
+    """A rendered turn, ready for ``generate``."""
+
+    user_message: dict[str, str]
+    input_ids: list[int]
+    token_type_ids: list[int]
+    truncated: bool
+
+
+# --------------------------------------------------------------------------- helpers
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: trust torch's capability string
+        return "AVX512" in str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
+    """Turn ``dtype`` (``None``/``"auto"``, a name such as ``"bf16"``, or a ``torch.dtype``) into a dtype.
+
+    ``auto``: bf16 on a GPU that supports it (else fp16), fp32 on CPU. ``fp16`` on CPU is refused
+    (slow and inaccurate there); ``bf16`` on a CPU without native bf16 works but logs a warning.
+    """
+    device = torch.device(device)
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype.lower() not in _DTYPES:
+            raise ValueError(
+                f"dtype={dtype!r} is not supported: use 'auto', 'float32', 'bfloat16' or 'float16'."
+            )
+        dtype = _DTYPES[dtype.lower()]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype={dtype} is not supported: use float32, bfloat16 or float16.")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("dtype='float16' is not supported on CPU: use 'bfloat16' or 'float32'.")
+    if device.type == "cpu" and dtype == torch.bfloat16 and not _cpu_has_bf16():
+        logger.warning("This CPU has no native bf16: bfloat16 will be slow; consider float32.")
+    return dtype
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available: use device='cpu'.")
+    return device
+
+
+def _base_model(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _forward_parameters(model) -> set[str]:
+    return set(inspect.signature(_base_model(model).forward).parameters)
+
+
+def _context_size(model, tokenizer) -> int:
+    config = _base_model(model).config
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**6 else 1024
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _tidy_pieces(pieces: Iterator[str]) -> Iterator[str]:
+    """Strip the streamed text like the recorded reply: no leading or trailing whitespace."""
+    started = False
+    pending = ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        body = piece.rstrip()
+        if body:
+            yield pending + body
+            pending = piece[len(body) :]
+        else:
+            pending += piece
+
+
+class _StopFlag:
+    """A ``StoppingCriteria`` that ends ``generate`` when the consumer of a stream goes away."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+class _Tee:
+    """A streamer that records the time of the first generated token and forwards to another."""
+
+    def __init__(self, inner=None) -> None:
+        self.inner = inner
+        self.prompt_seen = False
+        self.first_token_time: float | None = None
+
+    def put(self, value) -> None:
+        if self.prompt_seen and self.first_token_time is None:
+            self.first_token_time = time.perf_counter()
+        self.prompt_seen = True
+        if self.inner is not None:
+            self.inner.put(value)
+
+    def end(self) -> None:
+        if self.inner is not None:
+            self.inner.end()
+
+
+def _validate_messages(messages: Any, arg: str) -> list[dict[str, str]]:
+    if not isinstance(messages, Sequence) or isinstance(messages, str):
+        raise ValueError(f"`{arg}` must be a list of {{'role', 'content'}} messages.")
+    clean = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise ValueError(f"`{arg}`[{i}] must be a dict with 'role' and 'content', got {m!r}.")
+        if m["role"] not in ("user", "assistant"):
+            raise ValueError(
+                f"`{arg}`[{i}] has role {m['role']!r}: the history holds 'user' and 'assistant' "
+                "messages (pass the persona / system text as `persona`)."
+            )
+        if not isinstance(m["content"], str):
+            raise ValueError(f"`{arg}`[{i}]['content'] must be a string, got {m['content']!r}.")
+        clean.append({"role": m["role"], "content": m["content"]})
+    return clean
+
+
+# --------------------------------------------------------------------------- the session
+class ChatSession:
+    """A multi-turn conversation with a causal LM fine-tuned in the gpt2chat format.
+
+    The user speaks as ``<sp1>``, the model answers as ``<sp2>``. Each turn renders the history
+    window with :func:`gpt2chat.render_messages` (exactly as training renders examples) and
+    decodes with ``model.generate``, reusing the KV cache of the previous turn when the window
+    has not slid.
+
+    Example:
+
+    ```python
+    >>> from gpt2chat import ChatSession
+    >>> chat = ChatSession.from_pretrained("runs/gpt2-dialogue", top_p=0.9, seed=0)
+    >>> chat.send("Hi! How are you?")
+    "I'm fine, thanks. And you?"
+    >>> for piece in chat.stream("Great. Any plans for the weekend?"):
+    ...     print(piece, end="", flush=True)
+    ```
+
+    Args:
+        model: a causal LM whose embeddings include the speaker tokens (GPT-2 family, with
+            ``token_type_ids``, or models without token types such as Llama / SmolLM2). It may
+            be a ``peft`` model.
+        tokenizer: its tokenizer, extended by :func:`gpt2chat.add_speaker_tokens`.
+        max_turns: utterances per exchange, the reply included, as in training (the original
+            recipe's ``--max_turns``): the prompt holds the last ``max_turns - 1`` messages.
+        persona: optional persona / system text placed after ``<bos>`` (as training renders
+            Persona-Chat personas with ``with_persona=True``).
+        max_len: context size to fit prompt + ``max_new_tokens`` in (default: the model's).
+            Older whole utterances are dropped until it fits; an over-long user message is cut.
+        prefix_cache: keep the KV cache between turns (see the module docs).
+        cache_implementation: ``"dynamic"`` (``DynamicCache``) or ``"static"`` (a preallocated
+            ``StaticCache`` of ``max_len`` positions: no per-token reallocation, and compilable).
+        compile: ``torch.compile`` the decoding step (through generate's ``compile_config``;
+            needs ``cache_implementation="static"``, which it selects). Pays off on GPUs.
+        use_token_type_ids: pass ``token_type_ids`` to the model. Default: when the model's
+            ``forward`` accepts them.
+        seed: seed for sampling; set at creation and again by :meth:`reset`.
+        generation_config: a ``GenerationConfig`` to start from instead of the recipe's
+            defaults (the options below still override it).
+        **generation_options: any ``GenerationConfig`` field: ``do_sample`` (default ``True``),
+            ``top_p`` (``0.8``), ``top_k`` (``0``: off), ``temperature`` (``1.0``),
+            ``max_new_tokens`` (``64``), ``min_new_tokens``, ``repetition_penalty``,
+            ``no_repeat_ngram_size``, ``num_beams``... ``do_sample=False`` is greedy decoding.
+            Generation stops at ``<eos>`` or when the model starts a ``<sp1>`` turn.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_turns: int = 5,
+        persona: str | None = None,
+        max_len: int | None = None,
+        prefix_cache: bool = True,
+        cache_implementation: str = "dynamic",
+        compile: bool = False,
+        use_token_type_ids: bool | None = None,
+        seed: int | None = None,
+        generation_config: GenerationConfig | None = None,
+        **generation_options: Any,
+    ) -> None:
+        if not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 2:
+            raise ValueError(
+                f"`max_turns` must be an integer >= 2 (the user's message and the reply), got "
+                f"{max_turns!r}."
+            )
+        if cache_implementation not in _CACHE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"`cache_implementation` must be one of {_CACHE_IMPLEMENTATIONS}, got "
+                f"{cache_implementation!r}."
+            )
+        try:
+            self.tokens: SpeakerTokens = get_speaker_tokens(tokenizer)
+        except ValueError:
+            raise ValueError(
+                "`tokenizer` has no gpt2chat speaker tokens: pass the tokenizer saved with the "
+                "fine-tuned model, or call gpt2chat.add_speaker_tokens(tokenizer, model) first "
+                "(an untuned model will not answer well)."
+            ) from None
+        n_embeddings = model.get_input_embeddings().weight.shape[0]
+        if self.tokens.sp2_token_id >= n_embeddings:
+            raise ValueError(
+                f"The model has {n_embeddings} embeddings but the tokenizer's speaker tokens go up "
+                f"to id {self.tokens.sp2_token_id}: use the model saved with this tokenizer, or "
+                "call gpt2chat.add_speaker_tokens(tokenizer, model)."
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_turns = max_turns
+        self.prefix_cache = bool(prefix_cache)
+        self.compile = bool(compile)
+        self.cache_implementation = "static" if self.compile else cache_implementation
+        self.seed = seed
+        context = _context_size(model, tokenizer)
+        if max_len is not None and (not isinstance(max_len, int) or not 8 <= max_len <= context):
+            raise ValueError(
+                f"`max_len` must be an integer between 8 and the model's context size {context}, "
+                f"got {max_len!r}."
+            )
+        self.max_len = max_len or context
+        params = _forward_parameters(model)
+        self.use_token_type_ids = (
+            "token_type_ids" in params if use_token_type_ids is None else bool(use_token_type_ids)
+        )
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.generation_config = self._build_generation_config(
+            generation_config, generation_options
+        )
+        self._persona: str | None = None
+        self._persona_length = 0
+        self.persona = persona
+        self._history: list[dict[str, str]] = []
+        self._cache = None
+        self._static_cache = None
+        self._cache_ids: list[int] = []
+        self._cache_types: list[int] = []
+        self.last_turn: TurnStats | None = None
+        self._busy = False
+        model.eval()
+        if seed is not None:
+            self._seed()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        *,
+        tokenizer: str | PreTrainedTokenizerBase | None = None,
+        merge_adapter: bool = True,
+        add_tokens: bool = False,
+        **session_kwargs: Any,
+    ) -> ChatSession:
+        """Load a fine-tuned model and its tokenizer and start a session.
+
+        Args:
+            path_or_hub_id: a folder written by ``save_pretrained`` (model + tokenizer with the
+                speaker tokens), a hub id, a PEFT adapter folder (with ``adapter_config.json``:
+                its base model is loaded, then the adapter), or a ``.gguf`` file.
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... Default: CUDA when available.
+            dtype: ``"auto"`` (default: bf16/fp16 on GPU, fp32 on CPU), ``"bfloat16"``,
+                ``"float16"`` (GPU only) or ``"float32"``.
+            tokenizer: a tokenizer or where to load it from (default: next to the model).
+            merge_adapter: merge a LoRA adapter into the base weights (faster decoding).
+            add_tokens: call :func:`gpt2chat.add_speaker_tokens` when the tokenizer has none
+                (chat with a base model that was never fine-tuned; its replies will be poor).
+            **session_kwargs: passed to :class:`ChatSession` (``max_turns``, ``top_p``, ...).
+        """
+        from ..tokens import CONFIG_KEY, add_speaker_tokens, load_tokenizer
+
+        device = _resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        path = Path(path_or_hub_id).expanduser()
+        _check_local_path(path, str(path_or_hub_id))
+        adapter = path.is_dir() and (path / "adapter_config.json").is_file()
+        if adapter:
+            model, tok_source = _load_adapter(path, torch_dtype, merge_adapter)
+        else:
+            name = str(path) if path.exists() else str(path_or_hub_id)
+            model = _load_model(name, torch_dtype)
+            tok_source = name
+        if tokenizer is None or isinstance(tokenizer, (str, Path)):
+            tokenizer = load_tokenizer(str(tokenizer or tok_source))
+        if add_tokens and tokenizer.init_kwargs.get(CONFIG_KEY) is None:
+            logger.warning("The tokenizer has no speaker tokens: adding them (untuned model).")
+            add_speaker_tokens(tokenizer, model)
+        model.to(device)
+        logger.info(
+            "Loaded %s (%s, %s, %.0fM parameters)",
+            path_or_hub_id,
+            device,
+            str(torch_dtype).replace("torch.", ""),
+            sum(p.numel() for p in model.parameters()) / 1e6,
+        )
+        return cls(model, tokenizer, **session_kwargs)
+
+    def _build_generation_config(self, base, options: dict[str, Any]) -> GenerationConfig:
+        from transformers import GenerationConfig
+
+        known = set(GenerationConfig().to_dict())
+        for key in options:
+            if key in _RESERVED:
+                raise ValueError(
+                    f"`{key}` is set by ChatSession (generation stops at <eos> or <sp1>; the "
+                    "length comes from max_new_tokens): remove it."
+                )
+            if key not in known or key.startswith("_"):
+                raise ValueError(
+                    f"Unknown generation option `{key}`: use a GenerationConfig field such as "
+                    "top_p, top_k, temperature, do_sample, num_beams, repetition_penalty, "
+                    "no_repeat_ngram_size, max_new_tokens or min_new_tokens."
+                )
+        if base is not None:
+            values = {k: v for k, v in base.to_dict().items() if v is not None and k in known}
+            values = {k: v for k, v in values.items() if k not in _RESERVED}
+            values.setdefault("max_new_tokens", DEFAULT_GENERATION_OPTIONS["max_new_tokens"])
+        else:
+            values = dict(DEFAULT_GENERATION_OPTIONS)
+        values.update({k: v for k, v in options.items() if v is not None})
+        sampling = bool(values.get("do_sample"))
+        if not sampling:
+            for key in _SAMPLING_ONLY:
+                if key not in options:
+                    values.pop(key, None)
+        if values.get("num_beams", 1) > 1 and values.get("early_stopping") is None:
+            values["early_stopping"] = True
+        max_new = values.get("max_new_tokens")
+        if not isinstance(max_new, int) or max_new < 1:
+            raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new!r}.")
+        if max_new > self.max_len - 8:
+            raise ValueError(
+                f"`max_new_tokens`={max_new} leaves no room for a prompt in the context of "
+                f"{self.max_len} tokens: lower it (e.g. to {max(1, self.max_len // 4)})."
+            )
+        top_p = values.get("top_p")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}.")
+        temperature = values.get("temperature")
+        if temperature is not None and temperature <= 0:
+            raise ValueError(
+                f"`temperature` must be > 0, got {temperature!r} (for greedy decoding pass "
+                "do_sample=False)."
+            )
+        values.update(
+            eos_token_id=[self.tokens.eos_token_id, self.tokens.sp1_token_id],
+            pad_token_id=self.tokens.pad_token_id,
+            bos_token_id=self.tokens.bos_token_id,
+            use_cache=True,
+        )
+        config = GenerationConfig(**values)
+        if self.compile:
+            from transformers import CompileConfig
+
+            compile_config = CompileConfig(fullgraph=False, dynamic=False)
+            compile_config._compile_all_devices = True  # also compile on CPU when asked
+            config.compile_config = compile_config
+        try:
+            config.validate(strict=True)
+        except ValueError as err:
+            raise ValueError(f"Invalid generation options: {err}") from None
+        return config
+
+    # ------------------------------------------------------------------ state
+    @property
+    def history(self) -> list[dict[str, str]]:
+        """The conversation so far: ``{"role": "user"|"assistant", "content": str}`` dicts (a copy)."""
+        return [dict(m) for m in self._history]
+
+    @history.setter
+    def history(self, messages: Sequence[Mapping[str, str]]) -> None:
+        self._history = _validate_messages(messages, "history")
+
+    @property
+    def persona(self) -> str | None:
+        """The persona / system text after ``<bos>`` (``None``: no persona)."""
+        return self._persona
+
+    @persona.setter
+    def persona(self, text: str | None) -> None:
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"`persona` must be a string or None, got {type(text).__name__}.")
+        text = text.strip() if text else None
+        length = len(encode_texts(self.tokenizer, [text])[0]) if text else 0
+        if 4 + length + self.max_new_tokens > self.max_len:
+            raise ValueError(
+                f"The persona ({length} tokens) leaves no room for a message in max_len="
+                f"{self.max_len} with max_new_tokens={self.max_new_tokens}: shorten it."
+            )
+        self._persona, self._persona_length = text or None, length
+
+    @property
+    def max_new_tokens(self) -> int:
+        return int(self.generation_config.max_new_tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def reset(self) -> None:
+        """Forget the conversation (and the prefix cache); re-seed when a ``seed`` was given."""
+        self._history = []
+        self._drop_cache()
+        self.last_turn = None
+        if self.seed is not None:
+            self._seed()
+
+    def _seed(self) -> None:
+        from transformers import set_seed
+
+        set_seed(self.seed)
+
+    def _drop_cache(self) -> None:
+        self._cache = None
+        self._cache_ids, self._cache_types = [], []
+
+    # ------------------------------------------------------------------ transcripts
+    def save_transcript(self, path: str | Path) -> Path:
+        """Write the conversation (persona and messages) to a JSON file and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "format": TRANSCRIPT_FORMAT,
+            "version": TRANSCRIPT_VERSION,
+            "persona": self.persona,
+            "max_turns": self.max_turns,
+            "messages": self.history,
+        }
+        path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def load_transcript(self, path: str | Path) -> None:
+        """Continue a conversation saved by :meth:`save_transcript`.
+
+        Also accepts a plain JSON list of messages (an optional first ``system`` message is the
+        persona). Replaces the history and the persona.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"No transcript at {path}.") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not a JSON transcript: {err}") from None
+        if isinstance(data, list):
+            messages = list(data)
+            persona = None
+            if (
+                messages
+                and isinstance(messages[0], Mapping)
+                and messages[0].get("role") == "system"
+            ):
+                persona = messages.pop(0).get("content")
+        elif isinstance(data, Mapping) and "messages" in data:
+            messages, persona = data["messages"], data.get("persona")
+        else:
+            raise ValueError(
+                f"{path} is not a gpt2chat transcript: expected {{'messages': [...]}} or a list "
+                "of messages."
+            )
+        history = _validate_messages(messages, "messages")
+        self.persona = persona
+        self._history = history
+        self._drop_cache()
+
+    # ------------------------------------------------------------------ prompts
+    def messages_for(self, text: str) -> list[dict[str, str]]:
+        """The full message list of the next turn (persona, history, user message)."""
+        system = [{"role": "system", "content": self._persona}] if self._persona else []
+        return [*system, *self.history, {"role": "user", "content": text}]
+
+    def render_prompt(self, text: str) -> dict[str, list[int]]:
+        """The ``input_ids`` / ``token_type_ids`` that sending ``text`` now would feed the model.
+
+        The same :func:`gpt2chat.render_messages` call that training uses, windowed to the
+        last ``max_turns - 1`` messages and to ``max_len - max_new_tokens`` tokens.
+        """
+        turn = self._prepare(text)
+        return {"input_ids": turn.input_ids, "token_type_ids": turn.token_type_ids}
+
+    def _check_text(self, text: Any) -> str:
+        if not isinstance(text, str):
+            raise ValueError(f"`text` must be a string, got {type(text).__name__}.")
+        if not text.strip():
+            raise ValueError("The message is empty: type some text to send.")
+        return text
+
+    def _fit_user_text(self, text: str) -> tuple[str, bool]:
+        """Cut ``text`` (keeping its beginning) so that the message alone fits the context."""
+        budget = self.max_len - self.max_new_tokens - 3 - self._persona_length
+        if len(encode_texts(self.tokenizer, [text])[0]) <= budget:
+            return text, False
+        lo, hi = 0, len(text)  # longest prefix that fits: binary search on characters
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(encode_texts(self.tokenizer, [text[:mid]])[0]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        logger.warning(
+            "The message (%d characters) is too long for the context of %d tokens: cut to its "
+            "first %d characters.",
+            len(text),
+            self.max_len,
+            lo,
+        )
+        return text[:lo], True
+
+    def _prepare(self, text: str) -> _Turn:
+        text = self._check_text(text)
+        text, truncated = self._fit_user_text(text)
+        if not text.strip():
+            raise ValueError("The message has no text that fits the context: send a shorter one.")
+        messages = self.messages_for(text)
+        rendered = render_messages(
+            messages,
+            self.tokenizer,
+            tokens=self.tokens,
+            add_generation_prompt=True,
+            max_turns=self.max_turns - 1,
+            max_len=self.max_len,
+            reserve=self.max_new_tokens,
+        )
+        return _Turn(messages[-1], rendered["input_ids"], rendered["token_type_ids"], truncated)
+
+    # ------------------------------------------------------------------ decoding
+    def _take_cache(self, turn: _Turn) -> tuple[Any, int]:
+        """The cache to start from (cropped to the reusable prefix) and how many tokens it holds."""
+        from transformers import DynamicCache, StaticCache
+
+        cache, cached_ids, cached_types = self._cache, self._cache_ids, self._cache_types
+        self._drop_cache()  # until generate succeeds, the session holds no cache
+        if self._beam_search():
+            return None, 0  # beam search reorders the cache by beam: never reused
+        config = _base_model(self.model).config
+        keep = 0
+        if self.prefix_cache and cache is not None:
+            keep = _common_prefix(cached_ids, turn.input_ids)
+            if self.use_token_type_ids:
+                keep = min(keep, _common_prefix(cached_types, turn.token_type_ids))
+            keep = min(keep, len(turn.input_ids) - 1)  # at least one token to run
+        if keep > 0:
+            held = int(cache.get_seq_length())
+            if held > keep:
+                cache.crop(keep - held)  # negative: remove that many tokens
+            return cache, keep
+        if self.cache_implementation == "static":  # one preallocated cache, reused
+            if self._static_cache is None:
+                self._static_cache = StaticCache(config=config, max_cache_len=self.max_len)
+            self._static_cache.reset()
+            return self._static_cache, 0
+        return DynamicCache(config=config), 0
+
+    def _generate(self, turn: _Turn, streamer=None, stop: _StopFlag | None = None) -> list[int]:
+        """Run ``generate`` for a prepared turn; return the generated ids; keep the new cache."""
+        from transformers import StoppingCriteriaList
+
+        start = time.perf_counter()
+        with torch.inference_mode():  # the caches hold inference tensors: touch them in there
+            cache, reused = self._take_cache(turn)
+        device = self.device
+        input_ids = torch.tensor([turn.input_ids], dtype=torch.long, device=device)
+        kwargs: dict[str, Any] = {
+            "attention_mask": torch.ones_like(input_ids),
+            "generation_config": self.generation_config,
+        }
+        if self.use_token_type_ids:
+            kwargs["token_type_ids"] = torch.tensor(
+                [turn.token_type_ids], dtype=torch.long, device=device
+            )
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
+        if stop is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
+        timer = _Tee(streamer)
+        if not self._beam_search():  # generate streams (and we time) greedy / sampling only
+            kwargs["streamer"] = timer
+        with torch.inference_mode():
+            output = self.model.generate(input_ids, **kwargs)
+        sequence = output[0].tolist()
+        generated = sequence[len(turn.input_ids) :]
+        if cache is not None and self.prefix_cache:
+            held = int(cache.get_seq_length())
+            if 0 < held <= len(sequence):
+                self._cache = cache
+                self._cache_ids = sequence[:held]
+                types = turn.token_type_ids + [self.tokens.sp2_token_id] * len(generated)
+                self._cache_types = types[:held]
+        end = time.perf_counter()
+        self.last_turn = TurnStats(
+            prompt_tokens=len(turn.input_ids),
+            reused_tokens=reused,
+            generated_tokens=len(generated),
+            first_token_seconds=(timer.first_token_time - start)
+            if timer.first_token_time
+            else None,
+            total_seconds=end - start,
+            truncated_input=turn.truncated,
+        )
+        return generated
+
+    def _decode_reply(self, generated: Sequence[int]) -> str:
+        ids = list(generated)
+        if ids and ids[-1] in (self.tokens.eos_token_id, self.tokens.sp1_token_id):
+            ids = ids[:-1]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def _record(self, turn: _Turn, reply: str) -> None:
+        self._history.append(turn.user_message)
+        self._history.append({"role": "assistant", "content": reply})
+
+    # ------------------------------------------------------------------ public turns
+    def send(self, text: str) -> str:
+        """Add the user's message, generate the reply, add it to the history and return it.
+
+        Raises:
+            ValueError: ``text`` is empty or whitespace only.
+        """
+        self._check_idle()
+        turn = self._prepare(text)
+        self._busy = True
+        try:
+            reply = self._decode_reply(self._generate(turn))
+        finally:
+            self._busy = False
+        self._record(turn, reply)
+        return reply
+
+    def stream(self, text: str) -> Iterator[str]:
+        """Like :meth:`send`, but yield the reply in pieces as it is generated.
+
+        ``"".join(pieces)`` is the reply, recorded in the history once the iteration ends. If the
+        iteration is abandoned (``break``, Ctrl-C), generation stops and the turn is not recorded.
+        The message is checked (and refused with ``ValueError``) when ``stream`` is called,
+        before any generation. With beam search the reply comes as one piece.
+        """
+        self._check_idle()
+        turn = self._prepare(text)
+        return self._stream(turn)
+
+    def _check_idle(self) -> None:
+        if self._busy:
+            raise RuntimeError(
+                "A reply is still being streamed: finish iterating over stream() (or close it) "
+                "before sending the next message."
+            )
+
+    def _beam_search(self) -> bool:
+        return (self.generation_config.num_beams or 1) > 1
+
+    def _stream(self, turn: _Turn) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        self._check_idle()
+        self._busy = True
+        try:
+            if self._beam_search():  # generate cannot stream beams
+                reply = self._decode_reply(self._generate(turn))
+                if reply:
+                    yield reply
+                self._record(turn, reply)
+                return
+            streamer = TextIteratorStreamer(
+                self.tokenizer, skip_prompt=True, skip_special_tokens=True
+            )
+            stop = _StopFlag()
+            result: dict[str, Any] = {}
+
+            def work() -> None:
+                try:
+                    result["generated"] = self._generate(turn, streamer=streamer, stop=stop)
+                except BaseException as err:  # re-raised in the consumer's thread
+                    result["error"] = err
+                    streamer.end()
+
+            thread = threading.Thread(target=work, name="gpt2chat-generate", daemon=True)
+            thread.start()
+            sent = ""
+            try:
+                for piece in _tidy_pieces(iter(streamer)):
+                    sent += piece
+                    yield piece
+            finally:
+                stop.event.set()
+                thread.join()
+            if "error" in result:
+                raise result["error"]
+            reply = self._decode_reply(result["generated"])
+            if reply != sent:  # the streamer's text can only lag the final decode
+                if reply.startswith(sent):
+                    yield reply[len(sent) :]
+                else:
+                    logger.debug("streamed %r but decoded %r", sent, reply)
+            self._record(turn, reply)
+        finally:
+            self._busy = False
+
+
+# --------------------------------------------------------------------------- loading
+def _check_local_path(path: Path, name: str) -> None:
+    """Clear errors for local paths (a hub id is ``name`` or ``namespace/name``)."""
+    looks_local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"{name}: no such model folder or file.")
+    if path.is_dir() and not any(
+        (path / f).is_file() for f in ("config.json", "adapter_config.json")
+    ):
+        raise ValueError(
+            f"{name} holds no config.json (nor adapter_config.json): pass a folder saved with "
+            "save_pretrained, a PEFT adapter folder, a .gguf file or a hub id."
+        )
+
+
+def _gguf_parts(name: str) -> tuple[str, str] | None:
+    path = Path(name)
+    if path.suffix == ".gguf" and path.is_file():
+        return str(path.parent), path.name
+    return None
+
+
+def _load_model(name: str, dtype: torch.dtype):
+    """``AutoModelForCausalLM.from_pretrained`` for a folder, hub id or ``.gguf`` file."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = _gguf_parts(name)
+    if gguf:
+        model = AutoModelForCausalLM.from_pretrained(gguf[0], gguf_file=gguf[1], dtype=dtype)
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:
+            # GGUF weights are dequantized on load: the model is a plain float model.
+            quantizer.remove_quantization_config(model)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    return model
+
+
+def _load_adapter(path: Path, dtype: torch.dtype, merge: bool):
+    """Base model + PEFT adapter; returns the model and where the tokenizer lives."""
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(str(path))
+    base_name = config.base_model_name_or_path
+    if not base_name:
+        raise ValueError(f"{path}/adapter_config.json names no base_model_name_or_path.")
+    model = _load_model(base_name, dtype)
+    has_tokenizer = (path / "tokenizer_config.json").is_file()
+    tok_source = str(path) if has_tokenizer else base_name
+    if has_tokenizer:
+        from ..tokens import load_tokenizer
+
+        n_tokens = len(load_tokenizer(str(path)))
+        if n_tokens > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(n_tokens, mean_resizing=False)
+    model = PeftModel.from_pretrained(model, str(path))
+    if merge:
+        model = model.merge_and_unload()
+    return model, tok_source

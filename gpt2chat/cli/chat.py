@@ -1,0 +1,165 @@
+"""``gpt2chat chat``: the original recipe's inference script, on :class:`gpt2chat.ChatSession`."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from . import parse
+
+
+@dataclass
+class ChatArguments:
+    """The original inference arguments (``--model_path``, ``--seed``, ``--gpu``, ``--max_turns``,
+    ``--top_p``, ``--end_command``) plus the decoding options of ``ChatSession``."""
+
+    model_path: str = field(
+        default=None,
+        metadata={
+            "help": "Hub id or local folder of the fine-tuned model (a full checkpoint or a PEFT "
+            "adapter folder), or a .gguf file."
+        },
+    )
+    seed: int | None = field(default=0, metadata={"help": "Random seed for sampling."})
+    gpu: str = field(
+        default="0",
+        metadata={"help": "CUDA device index to use when a GPU is available, or 'cpu'."},
+    )
+    max_turns: int = field(
+        default=5,
+        metadata={"help": "Utterances per exchange, the reply included (as in training)."},
+    )
+    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling probability."})
+    end_command: str = field(default="Abort!", metadata={"help": "A line that ends the chat."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    greedy: bool = field(default=False, metadata={"help": "Greedy decoding instead of sampling."})
+    num_beams: int = field(default=1, metadata={"help": "Beam search with this many beams."})
+    repetition_penalty: float | None = field(
+        default=None, metadata={"help": "Penalty (> 1) for tokens already in the context."}
+    )
+    no_repeat_ngram_size: int | None = field(
+        default=None, metadata={"help": "Never repeat an n-gram of this size."}
+    )
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest reply, in tokens."})
+    min_new_tokens: int | None = field(
+        default=None, metadata={"help": "Shortest reply, in tokens."}
+    )
+    persona: str | None = field(
+        default=None,
+        metadata={"help": "Persona / system text (for models trained with --with_persona)."},
+    )
+    max_len: int | None = field(
+        default=None, metadata={"help": "Context size to fit in (default: the model's)."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU), bfloat16, float16 or float32."},
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads for torch (default: torch's choice). On a busy shared machine "
+            "1 is often fastest."
+        },
+    )
+    cache_implementation: str = field(
+        default="dynamic", metadata={"help": "KV cache: dynamic or static."}
+    )
+    prefix_cache: bool = field(default=True, metadata={"help": "Reuse the KV cache between turns."})
+    stream: bool = field(default=True, metadata={"help": "Print replies as they are generated."})
+    save_transcript: str | None = field(
+        default=None, metadata={"help": "Write the conversation to this JSON file at the end."}
+    )
+    load_transcript: str | None = field(
+        default=None, metadata={"help": "Continue the conversation saved in this JSON file."}
+    )
+
+    def __post_init__(self):
+        if not self.model_path:
+            raise ValueError("--model_path is required (a fine-tuned model folder or hub id).")
+        if self.max_turns < 2:
+            raise ValueError(f"--max_turns must be >= 2, got {self.max_turns}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}.")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}.")
+        if self.num_beams < 1:
+            raise ValueError(f"--num_beams must be >= 1, got {self.num_beams}.")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}.")
+        if not self.end_command.strip():
+            raise ValueError("--end_command must not be empty.")
+
+    def device(self) -> str:
+        import torch
+
+        if self.gpu.lower() == "cpu" or not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{int(self.gpu)}" if self.gpu.isdigit() else self.gpu
+
+    def generation_options(self) -> dict:
+        sampling = not self.greedy and self.num_beams == 1
+        options: dict = {
+            "do_sample": sampling,
+            "num_beams": self.num_beams,
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+        }
+        if sampling:
+            options.update(top_p=self.top_p, top_k=self.top_k, temperature=self.temperature)
+        return {k: v for k, v in options.items() if v is not None}
+
+
+def cmd_chat(argv: list[str]) -> int:
+    import logging
+
+    from ..chat.repl import run_repl
+    from ..chat.session import ChatSession
+
+    (args,) = parse(
+        (ChatArguments,),
+        argv,
+        "gpt2chat chat",
+        "Chat with a fine-tuned model in the terminal (stdin may be a pipe: one turn per line).",
+    )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        session = ChatSession.from_pretrained(
+            args.model_path,
+            device=args.device(),
+            dtype=args.dtype,
+            max_turns=args.max_turns,
+            persona=args.persona,
+            max_len=args.max_len,
+            prefix_cache=args.prefix_cache,
+            cache_implementation=args.cache_implementation,
+            seed=args.seed,
+            **args.generation_options(),
+        )
+    except FileNotFoundError:
+        raise  # reported by gpt2chat.cli.main
+    except OSError as err:  # not found locally and no hub access
+        print(f"gpt2chat chat: error: cannot load {args.model_path!r}: {err}", file=sys.stderr)
+        return 1
+    if args.load_transcript:
+        session.load_transcript(args.load_transcript)
+    try:
+        status = run_repl(session, end_command=args.end_command, stream=args.stream)
+    finally:
+        if args.save_transcript:
+            path = session.save_transcript(args.save_transcript)
+            print(f"(conversation saved to {path})", file=sys.stderr)
+    return status

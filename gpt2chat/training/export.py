@@ -1,0 +1,51 @@
+"""``gpt2chat export``: a plain Hugging Face model folder from an adapter, a GGUF file or any
+loadable model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .arguments import ModelArguments
+from .modeling import is_adapter_dir, load_model, load_tokenizer_for, merge_adapter, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_model"]
+
+
+def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None) -> str:
+    """Write ``model`` as a plain folder (``AutoModelForCausalLM`` + ``AutoTokenizer`` load it).
+
+    A LoRA adapter folder is merged into its base model (the trained speaker-token rows
+    included); a ``.gguf`` file is saved dequantized; the tokenizer (chat template, speaker
+    tokens) and the model card are copied along.
+    """
+    source = Path(model)
+    out = Path(output_dir)
+    if source.exists() and out.resolve() == source.resolve():
+        raise ValueError("--output_dir must differ from --model (the source is read from there).")
+    tokenizer = load_tokenizer_for(model)
+    loaded = load_model(
+        ModelArguments(model_name_or_path=model), tokenizer=tokenizer, default_dtype="auto"
+    )
+    merged = merge_adapter(loaded)
+    if torch_dtype and torch_dtype != "auto":
+        merged = merged.to(resolve_dtype(torch_dtype))
+    if getattr(merged.config, "quantization_config", None) is not None:
+        raise ValueError(f"{model} is quantized; export a full-precision model instead.")
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    card = source / "README.md" if source.is_dir() else None
+    if card is not None and card.is_file():
+        text = card.read_text(encoding="utf-8")
+        if is_adapter_dir(source):
+            text = text.replace("library_name: peft", "library_name: transformers", 1)
+            text += (
+                f"\n## Export\n\nThe LoRA adapter of `{source.name}` merged into its base model "
+                "by `gpt2chat export`: a plain model, no peft needed.\n"
+            )
+        (out / "README.md").write_text(text, encoding="utf-8")
+    logger.info("Exported %s to %s", model, out)
+    return str(out)

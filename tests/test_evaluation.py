@@ -1,0 +1,113 @@
+"""``gpt2chat.evaluation``: the shipped metric modules (loaded by path, offline) and
+``evaluate_model`` on a tiny model with real dialogues."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sacrebleu
+
+from gpt2chat import add_speaker_tokens, evaluate_model, prepare_dataset
+from gpt2chat.evaluation import generate_replies, load_metric, metric_path, reply_contexts
+
+from .training.helpers import (
+    daily_dialogues,
+    gpt2_tokenizer,
+    manual_perplexity,
+    tiny_llama,
+    tiny_model,
+)
+
+
+def test_f1_uses_parlai_normalisation():
+    f1 = load_metric("f1")
+    # "The" and "a" are articles, punctuation is dropped, case ignored: {cat, sat} vs {cat, sat, down}
+    result = f1.compute(predictions=["The cat, sat!"], references=["a CAT sat down"])
+    assert result["precision"] == 1.0 and result["recall"] == pytest.approx(2 / 3)
+    assert result["f1"] == pytest.approx(0.8)
+    assert f1.compute(predictions=["no overlap"], references=["at all"])["f1"] == 0.0
+    assert f1.compute(predictions=["", "hi"], references=["hi", ""])["f1"] == 0.0
+    # repeated words count once per occurrence (multiset overlap)
+    assert f1.compute(predictions=["yes yes yes"], references=["yes"])["f1"] == pytest.approx(0.5)
+    # several references: the best one counts
+    multi = f1.compute(predictions=["hello there"], references=[["goodbye", "hello there"]])
+    assert multi["f1"] == 1.0
+
+
+def test_bleu_is_sacrebleu_corpus_bleu():
+    preds = ["the cat sat on the mat", "hello my friend how are you"]
+    refs = ["the cat sat on a mat", "hello friend , how are you today"]
+    result = load_metric("bleu").compute(predictions=preds, references=refs)
+    assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score)
+    assert 0 < result["bleu"] < 100
+
+
+def test_distinct_counts_unique_ngrams_over_the_corpus():
+    result = load_metric("distinct").compute(predictions=["I am fine.", "i am good"])
+    # unigrams: i am fine . | i am good -> 5 distinct of 7; bigrams: "i am" twice -> 4 of 5
+    assert result == {"distinct_1": pytest.approx(5 / 7), "distinct_2": pytest.approx(4 / 5)}
+    assert load_metric("distinct").compute(predictions=["", ""]) == {
+        "distinct_1": 0.0,
+        "distinct_2": 0.0,
+    }
+
+
+def test_metric_modules_are_package_files():
+    for name in ("f1", "bleu", "distinct"):
+        assert metric_path(name).endswith(f"gpt2chat/metrics/{name}/{name}.py")
+    with pytest.raises(ValueError, match="Unknown gpt2chat metric 'rouge'"):
+        metric_path("rouge")
+
+
+def test_batched_generation_matches_one_by_one():
+    tokenizer = gpt2_tokenizer()
+    for model, types in ((tiny_model(), True), (tiny_llama(len(tokenizer) + 3), False)):
+        add_speaker_tokens(tokenizer, model)
+        features = prepare_dataset(daily_dialogues("test", n=4), tokenizer, max_len=48)
+        contexts = reply_contexts(features, [0, 1, 2, 3, 4])
+        assert len({len(c["input_ids"]) for c in contexts}) > 1  # left padding is exercised
+        batched = generate_replies(
+            model, tokenizer, contexts, use_token_type_ids=types, batch_size=5, max_new_tokens=5
+        )
+        single = generate_replies(
+            model, tokenizer, contexts, use_token_type_ids=types, batch_size=1, max_new_tokens=5
+        )
+        assert batched == single and all(batched)
+
+
+def test_evaluate_model_per_dataset_and_overall(tmp_path):
+    tokenizer = gpt2_tokenizer()
+    model = tiny_model()
+    add_speaker_tokens(tokenizer, model)
+    data = {"first": daily_dialogues("test", n=3), "second": daily_dialogues("test", n=3, start=3)}
+    report = evaluate_model(
+        model,
+        tokenizer,
+        data,
+        max_len=48,
+        num_samples=2,
+        max_new_tokens=4,
+        use_cpu=True,
+        batch_size=3,
+    )
+    rows = {r.dataset: r for r in report.rows}
+    assert list(rows) == ["first", "second", "all"]
+    total_nll = total_tokens = 0.0
+    for name in ("first", "second"):
+        features = prepare_dataset(data[name], tokenizer, max_len=48)
+        ppl, count = manual_perplexity(model, features, use_token_type_ids=True)
+        assert rows[name].tokens == count and rows[name].perplexity == pytest.approx(ppl, rel=1e-5)
+        total_nll += math.log(ppl) * count
+        total_tokens += count
+        assert (
+            rows[name].samples == 2
+            and 0 <= rows[name].f1 <= 1
+            and rows[name].distinct_1 is not None
+        )
+    # overall: token-weighted over both datasets, not the mean of the two perplexities
+    assert rows["all"].perplexity == pytest.approx(math.exp(total_nll / total_tokens), rel=1e-5)
+    assert rows["all"].samples == 4
+    table = report.format_table()
+    assert "first" in table and "all" in table and "BLEU" in table
+    assert report.to_dict()["settings"]["token_type_ids"] is True
