@@ -398,6 +398,54 @@ class DialogueTrainer(Trainer):
             **kwargs,
         )
 
+    # ------------------------------------------------------------------ training loss
+    def _reply_logits_only(self, model) -> bool:
+        """Whether the training loss can project only the label positions onto the vocabulary:
+        the model's forward takes ``logits_to_keep`` and slices with transformers'
+        ``slice_logits_to_keep`` (which accepts a boolean ``(batch, seq)`` mask), and no custom
+        loss, label smoothing or sequence parallelism is set."""
+        cached = getattr(self, "_reply_logits_ok", None)
+        if cached is None:
+            import inspect
+            import sys
+
+            base = unwrap_peft(self.accelerator.unwrap_model(model))
+            module = sys.modules.get(type(base).__module__)
+            cached = (
+                "logits_to_keep" in inspect.signature(base.forward).parameters
+                and getattr(module, "slice_logits_to_keep", None) is not None
+                and self.model_accepts_loss_kwargs
+                and self.label_smoother is None
+                and self.compute_loss_func is None
+                and getattr(self.accelerator, "parallelism_config", None) is None
+            )
+            self._reply_logits_ok = cached
+        return cached
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The parent's loss (token-weighted cross-entropy of the labels), but the LM head runs
+        only at the positions that predict a label token: in dialogue examples most positions
+        are context or padding, and at GPT-2's 50k-word vocabulary the head and its softmax are
+        most of the step. Falls back to the parent when the model cannot do that."""
+        labels = inputs.get("labels") if isinstance(inputs, dict) else None
+        if return_outputs or labels is None or not self._reply_logits_only(model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        logits = model(**inputs, logits_to_keep=keep).logits
+        targets = labels[:, 1:][keep[:, :-1]]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum"
+        )
+        if num_items_in_batch is None:
+            return loss / targets.numel() if targets.numel() else loss * 0.0
+        loss = loss / num_items_in_batch
+        if self.args.average_tokens_across_devices:  # as the parent scales it
+            scale = self.accelerator.num_processes // self.get_tp_size()
+            loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The parent's scheduler; a polynomial schedule whose warmup covers every step (a
         1-step smoke run) gets one decay step, since transformers divides by their difference."""
