@@ -135,10 +135,7 @@ def prepare_to_disk(model_args, data_args, output_dir, splits) -> list[dict]:
             data_dir=data_args.data_dir,
             train_frac=data_args.train_frac,
             normalize=data_args.normalize_text,
-            max_turns=data_args.max_turns,
-            max_len=data_args.max_len,
-            reply_speakers=data_args.reply_speakers,
-            with_persona=data_args.with_persona,
+            **data_args.render_kwargs,
             num_proc=data_args.preprocessing_num_workers,
         )
         prepared.features.save_to_disk(str(out / split))

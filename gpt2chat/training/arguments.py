@@ -290,6 +290,17 @@ class DataArguments:
                 )
 
     @property
+    def render_kwargs(self) -> dict:
+        """The example-rendering options, as keyword arguments of
+        :func:`gpt2chat.prepare_dataset` / :func:`gpt2chat.evaluate_model`."""
+        return {
+            "max_turns": self.max_turns,
+            "max_len": self.max_len,
+            "reply_speakers": self.reply_speakers,
+            "with_persona": self.with_persona,
+        }
+
+    @property
     def dataset_names(self) -> list[str]:
         return [n.strip() for n in self.datasets.split(",") if n.strip()]
 

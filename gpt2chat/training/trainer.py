@@ -323,10 +323,7 @@ class DialogueTrainer(Trainer):
             features = prepare_dataset(
                 ds,
                 tokenizer,
-                max_turns=d.max_turns,
-                max_len=d.max_len,
-                reply_speakers=d.reply_speakers,
-                with_persona=d.with_persona,
+                **d.render_kwargs,
                 num_proc=d.preprocessing_num_workers,
                 desc=f"Rendering {label} examples",
                 cache_file_name=self._cache_file(ds, tokenizer, label) if world_size > 1 else None,
