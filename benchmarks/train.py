@@ -30,6 +30,7 @@ the medians reported.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -296,6 +297,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                    help="bf16 autocast for DialogueTrainer/TRL (default: when the CPU has it)")  # fmt: skip
     p.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated: seed,ours,trl")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the cases in this process, not each in a fresh one (smoke tests)",
+    )
     p.add_argument("--no-quality", dest="quality", action="store_false",
                    help="skip the same-budget perplexity runs")  # fmt: skip
     return p
@@ -314,12 +320,22 @@ def _defaults(a: argparse.Namespace) -> argparse.Namespace:
     return a
 
 
-def _worker(argv: list[str]) -> None:
+def _worker_args(argv: list[str]) -> argparse.Namespace:
     p = _parser("worker")
     p.add_argument("--case", choices=CASES, required=True)
     p.add_argument("--mode", choices=("speed", "quality"), required=True)
-    a = _defaults(p.parse_args(argv))
-    C.worker_result(run_case(a))
+    return _defaults(p.parse_args(argv))
+
+
+def _worker(argv: list[str]) -> None:
+    C.worker_result(run_case(_worker_args(argv)))
+
+
+def _run(common: list[str], case: str, mode: str, in_process: bool) -> dict:
+    args = [*common, f"--case={case}", f"--mode={mode}"]
+    if in_process:
+        return json.loads(json.dumps(run_case(_worker_args(args))))
+    return C.run_worker(MODULE, args)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -340,13 +356,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     def speed(case):
-        return lambda r: C.run_worker(MODULE, [*common, f"--case={case}", "--mode=speed"])
+        return lambda r: _run(common, case, "speed", a.in_process)
 
     sp = C.interleave({c: speed(c) for c in cases}, a.repeats)
     quality = {}
     if a.quality:
         for c in cases:
-            quality[c] = C.run_worker(MODULE, [*common, f"--case={c}", "--mode=quality"])
+            quality[c] = _run(common, c, "quality", a.in_process)
     rows, result = [], {"speed": {}, "quality": quality, "machine": info, "args": vars(a)}
     for c in cases:
         m = sp[c]

