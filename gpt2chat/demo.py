@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import numpy as np
+
 if TYPE_CHECKING:
     import datasets
 
@@ -135,6 +137,24 @@ class DemoArguments:
             "make the bot laugh at bad news. Empty: keep all."
         },
     )
+    reactive_replies: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep a reply to a statement only when it reacts to it: it starts with a "
+            "reaction ('oh', 'wow', 'sorry', 'that's', 'congrats', 'what'...) or asks a question; "
+            "replies to questions are always kept. Skips are counted. Counters the generic "
+            "openings ('Yeah I...', 'Not bad') that a briefly tuned model gives whatever was said."
+        },
+    )
+    unconditional_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of training examples whose conversation is left out "
+            "(<bos> <sp2> reply <eos>), so the model also learns replies given no conversation: "
+            "the unconditional side of --guidance_scale (classifier-free guidance's condition "
+            "dropout). 0: none."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training examples."}
     )
@@ -164,6 +184,13 @@ class DemoArguments:
         default=1.2, metadata={"help": "Penalty for tokens already in the context (chat)."}
     )
     max_new_tokens: int = field(default=48, metadata={"help": "Longest reply in chat, in tokens."})
+    guidance_scale: float = field(
+        default=1.3,
+        metadata={
+            "help": "Context guidance in chat (ChatSession's guidance_scale): contrast the reply's "
+            "next-token scores given the conversation with those given none; 1 turns it off."
+        },
+    )
 
     def __post_init__(self):
         for name in ("max_steps", "per_device_train_batch_size", "max_turns", "eval_samples"):
@@ -188,6 +215,12 @@ class DemoArguments:
                 raise ValueError(
                     f"--skip_replies {self.skip_replies!r} is not a valid regular expression: {err}."
                 ) from None
+        if not 0 <= self.unconditional_fraction < 1:
+            raise ValueError(
+                f"--unconditional_fraction must be in [0, 1), got {self.unconditional_fraction}."
+            )
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"--guidance_scale must be >= 0 (1 = off), got {self.guidance_scale}.")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"--data_dir {self.data_dir}: no such folder.")
 
@@ -199,6 +232,7 @@ class DemoArguments:
             "top_p": self.top_p,
             "repetition_penalty": self.repetition_penalty,
             "max_new_tokens": self.max_new_tokens,
+            "guidance_scale": self.guidance_scale,
         }
 
 
@@ -232,6 +266,7 @@ def _load_data(args: DemoArguments, tokenizer) -> tuple[datasets.Dataset, datase
     """Training features (reply-length filtered) and the held-out slice; a one-line summary."""
     from .data import load_dialogues
     from .features import prepare_dataset
+    from .tokens import get_speaker_tokens
 
     names: list[str] = ["chitchat"]
     data_dirs: list[str | None] = [None]
@@ -250,50 +285,139 @@ def _load_data(args: DemoArguments, tokenizer) -> tuple[datasets.Dataset, datase
         splits[split] = prepare_dataset(
             dialogues, tokenizer, desc=f"Rendering the demo's {split} examples", **kwargs
         )
-    train = _filter_replies(
-        splits["train"], tokenizer, args.min_reply_tokens, args.max_reply_tokens, args.skip_replies
+    train, skipped = _filter_replies(
+        splits["train"],
+        tokenizer,
+        args.min_reply_tokens,
+        args.max_reply_tokens,
+        args.skip_replies,
+        reactive=args.reactive_replies,
     )
     train = train.shuffle(seed=args.seed)
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
+    unconditional = round(args.unconditional_fraction * len(train))
+    if unconditional:  # the data is shuffled: its first rows are a random subset
+        train = train.map(
+            _drop_conversation,
+            with_indices=True,
+            desc="Leaving the conversation out of some examples",
+            fn_kwargs={"count": unconditional, "tokens": get_speaker_tokens(tokenizer)},
+        )
     held_out = splits["validation"].shuffle(seed=0)
     held_out = held_out.select(range(min(args.eval_samples, len(held_out))))
     summary = (
         f"data: {' + '.join(names)}, {len(train):,} training examples "
-        f"({len(splits['train']) - len(train):,} skipped: reply outside "
-        f"{args.min_reply_tokens}-{args.max_reply_tokens} tokens"
-        f"{' or matching --skip_replies' if args.skip_replies else ''}), "
+        f"({sum(skipped.values()):,} skipped: {skipped['reply length']:,} reply outside "
+        f"{args.min_reply_tokens}-{args.max_reply_tokens} tokens, "
+        f"{skipped['--skip_replies']:,} matching --skip_replies, "
+        f"{skipped['not reactive']:,} not reacting to a statement), "
         f"{len(held_out)} held-out validation examples"
+        + (f"; {unconditional:,} of them without the conversation" if unconditional else "")
     )
     return train, held_out, summary
 
 
+#: A reply that reacts to what was said: an interjection, an evaluation or a question word.
+REACTION_PATTERN = (
+    r"^\W*(oh+|ooh+|wow|aw+|congrat\w*|sorry|i'?m (so |really )?sorry|that'?s|that (sucks|is)|"
+    r"nice|no way|really|dang|ugh|yay|omg|no+|good for you|awesome|cool|whoa|shoot|bummer|yikes|"
+    r"what|how|why|when|where|which|who)\b"
+)
+#: Replies that fit any statement (the "dull responses" of the dialogue literature): not a reaction.
+GENERIC_REPLY_PATTERN = (
+    r"^\W*((what|how) about (you|u)|how are (you|u)( doing)?|how('?s| is) it going|and (you|u)|"
+    r"(you|u)|same|me too|yeah|yes|no|ok(ay)?|cool|nice|wow|oh|really|lol)\W*$"
+)
+_SKIP_REASONS = ("reply length", "--skip_replies", "not reactive")
+
+
+def _skip_codes(
+    batch, tokenizer, sp1_id, low, high, regex, reaction, generic
+) -> dict[str, list[int]]:
+    """Per example: 0 keep, else 1 + the index of the first reason in ``_SKIP_REASONS``."""
+    replies = [[t for t in labels if t != -100] for labels in batch["labels"]]
+    texts = tokenizer.batch_decode(replies, skip_special_tokens=True)
+    contexts = []
+    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        first = next((i for i, t in enumerate(labels) if t != -100), len(labels))
+        start = next((i for i in range(first - 1, -1, -1) if ids[i] == sp1_id), None)
+        # the message replied to: from its <sp1> to the reply's <sp2> (none when cut by max_len)
+        contexts.append(ids[start + 1 : first - 1] if start is not None else [])
+    said = tokenizer.batch_decode(contexts, skip_special_tokens=True)
+    codes = []
+    for reply, text, message in zip(replies, texts, said):
+        text, message = text.strip(), message.strip()
+        if not low + 1 <= len(reply) <= high + 1:
+            codes.append(1)
+        elif regex is not None and regex.search(text):
+            codes.append(2)
+        elif (
+            reaction is not None
+            and message
+            and not message.endswith("?")
+            and (generic.search(text) or ("?" not in text and not reaction.search(text)))
+        ):
+            codes.append(3)
+        else:
+            codes.append(0)
+    return {"skip": codes}
+
+
+def _drop_conversation(example: dict, index: int, count: int, tokens) -> dict:
+    """The first ``count`` examples become ``<bos> <sp2> reply <eos>`` (rendered by the same
+    :func:`gpt2chat.render.render_ids`); the others are returned as they are."""
+    if index >= count:
+        return example
+    from .render import render_ids
+
+    labels = example["labels"]
+    first = next(i for i, t in enumerate(labels) if t != -100)
+    reply = [t for t in labels[first:] if t != -100][:-1]  # without its <eos>
+    rendered = render_ids([reply], [tokens.sp2_token_id], tokens)
+    assert rendered["labels"][2:] == labels[first:], "the reply is the end of the example"
+    return {**example, **rendered, "length": len(rendered["input_ids"])}
+
+
 def _filter_replies(
-    features: datasets.Dataset, tokenizer, low: int, high: int, pattern: str | None
-) -> datasets.Dataset:
-    """Keep examples whose supervised reply has ``low..high`` tokens (its eos not counted) and
-    does not match ``pattern``; log how many were skipped for each reason."""
-    regex = re.compile(pattern, re.IGNORECASE) if pattern else None
+    features: datasets.Dataset,
+    tokenizer,
+    low: int,
+    high: int,
+    pattern: str | None,
+    reactive: bool = False,
+) -> tuple[datasets.Dataset, dict[str, int]]:
+    """Keep examples whose supervised reply has ``low..high`` tokens (its eos not counted), does
+    not match ``pattern`` and, with ``reactive``, reacts to a statement (:data:`REACTION_PATTERN`
+    or a question, but not a reply that fits any statement, :data:`GENERIC_REPLY_PATTERN`;
+    replies to questions are kept). Returns the kept examples and how many were
+    skipped for each reason (each example counted once, for its first reason); logs them."""
+    from .tokens import get_speaker_tokens
 
-    def keep(batch):
-        replies = [[t for t in labels if t != -100] for labels in batch["labels"]]
-        ok = [low + 1 <= len(r) <= high + 1 for r in replies]
-        if regex is not None:
-            texts = tokenizer.batch_decode(replies, skip_special_tokens=True)
-            ok = [k and not regex.search(t.strip()) for k, t in zip(ok, texts)]
-        return ok
-
-    kept = features.filter(keep, batched=True, desc="Filtering the training replies")
-    dropped = len(features) - len(kept)
-    logger.info(
-        "Skipped %d of %d training examples (reply outside %d-%d tokens%s).",
-        dropped,
-        len(features),
-        low,
-        high,
-        f" or matching {pattern!r}" if pattern else "",
+    coded = features.map(
+        _skip_codes,
+        batched=True,
+        desc="Filtering the training replies",
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "sp1_id": get_speaker_tokens(tokenizer).sp1_token_id,
+            "low": low,
+            "high": high,
+            "regex": re.compile(pattern, re.IGNORECASE) if pattern else None,
+            "reaction": re.compile(REACTION_PATTERN, re.IGNORECASE) if reactive else None,
+            "generic": re.compile(GENERIC_REPLY_PATTERN, re.IGNORECASE),
+        },
     )
-    return kept
+    codes = np.asarray(coded.with_format("numpy")["skip"])
+    counts = {reason: int((codes == i + 1).sum()) for i, reason in enumerate(_SKIP_REASONS)}
+    kept = features.select(np.flatnonzero(codes == 0))
+    logger.info(
+        "Skipped %d of %d training examples: %s.",
+        len(features) - len(kept),
+        len(features),
+        ", ".join(f"{n} {reason}" for reason, n in counts.items() if n) or "none",
+    )
+    return kept, counts
 
 
 def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
@@ -404,7 +528,8 @@ def next_commands(args: DemoArguments) -> str:
     path = args.output_dir
     decoding = (
         f"--max_turns {args.max_turns} --temperature {args.temperature:g} --top_p {args.top_p:g} "
-        f"--repetition_penalty {args.repetition_penalty:g} --max_new_tokens {args.max_new_tokens}"
+        f"--repetition_penalty {args.repetition_penalty:g} --max_new_tokens {args.max_new_tokens} "
+        f"--guidance_scale {args.guidance_scale:g}"
     )
     return "\n".join(
         [

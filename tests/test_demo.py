@@ -102,6 +102,8 @@ def test_demo_refuses_a_foreign_output_dir(tmp_path):
         ({"skip_replies": "(unclosed"}, "--skip_replies"),
         ({"data_dir": "/no/such/folder"}, "--data_dir"),
         ({"max_turns": 1}, "--max_turns"),
+        ({"guidance_scale": -0.5}, "--guidance_scale must be >= 0"),
+        ({"unconditional_fraction": 1.0}, "--unconditional_fraction must be in"),
     ],
 )
 def test_demo_arguments_are_validated(kwargs, match):
@@ -127,16 +129,81 @@ def test_reply_filter_counts_what_it_skips(chat_tokenizer, caplog):
     features = prepare_dataset(dialogues, chat_tokenizer, reply_speakers="both")
     assert len(features) == 4
     with caplog.at_level("INFO", logger="gpt2chat.demo"):
-        kept = _filter_replies(features, chat_tokenizer, 3, 20, r"^\W*ha(ha)+")
-    replies = [
-        chat_tokenizer.decode([t for t in ex["labels"] if t != -100], skip_special_tokens=True)
-        for ex in kept
-    ]
-    assert [r.strip() for r in replies] == [
+        kept, skipped = _filter_replies(features, chat_tokenizer, 3, 20, r"^\W*ha(ha)+")
+    assert _replies(kept, chat_tokenizer) == [
         "Nice to hear that, really nice.",
         "Oh no, I am so sorry to hear that.",
     ]
-    assert "Skipped 2 of 4 training examples" in caplog.text
+    assert skipped == {"reply length": 1, "--skip_replies": 1, "not reactive": 0}
+    assert "Skipped 2 of 4 training examples: 1 reply length, 1 --skip_replies." in caplog.text
+
+
+def _replies(features, tokenizer) -> list[str]:
+    return [
+        tokenizer.decode([t for t in ex["labels"] if t != -100], skip_special_tokens=True).strip()
+        for ex in features
+    ]
+
+
+def test_reactive_filter_keeps_reactions_questions_and_answers(chat_tokenizer, caplog):
+    import datasets
+
+    from gpt2chat import prepare_dataset
+    from gpt2chat.demo import _filter_replies
+
+    dialogues = datasets.Dataset.from_dict(
+        {
+            "utterances": [
+                # a statement, then replies that react, ask, or just talk about themselves
+                ["I failed my exam today.", "Oh no, that is awful."],
+                ["I failed my exam today.", "Which exam was it?"],
+                ["I failed my exam today.", "I went to the beach with my family."],
+                ["I got a new puppy!", "Congrats, what breed is it"],
+                ["I got a new puppy!", "Yeah I like hiking a lot."],
+                ["I got a new puppy!", "What about you?"],
+                # a question: any answer is a reply to it
+                ["What do you do on weekends?", "I go hiking with my family."],
+            ],
+            "source": ["t"] * 7,
+        }
+    )
+    features = prepare_dataset(dialogues, chat_tokenizer, reply_speakers="both")
+    with caplog.at_level("INFO", logger="gpt2chat.demo"):
+        kept, skipped = _filter_replies(features, chat_tokenizer, 1, 40, None, reactive=True)
+    assert _replies(kept, chat_tokenizer) == [
+        "Oh no, that is awful.",
+        "Which exam was it?",
+        "Congrats, what breed is it",
+        "I go hiking with my family.",
+    ]
+    assert skipped == {"reply length": 0, "--skip_replies": 0, "not reactive": 3}
+    assert "3 not reactive" in caplog.text
+    kept, skipped = _filter_replies(features, chat_tokenizer, 1, 40, None, reactive=False)
+    assert len(kept) == 7 and sum(skipped.values()) == 0
+
+
+def test_some_examples_leave_the_conversation_out(chat_tokenizer):
+    """The unconditional examples that context guidance contrasts with: <bos> <sp2> reply <eos>."""
+    import datasets
+
+    from gpt2chat import get_speaker_tokens, prepare_dataset
+    from gpt2chat.demo import _drop_conversation
+
+    dialogues = datasets.Dataset.from_dict(
+        {"utterances": [["Hi there", "Hello, how are you?", "Fine, thanks."]], "source": ["t"]}
+    )
+    features = prepare_dataset(dialogues, chat_tokenizer, reply_speakers="both")
+    tokens = get_speaker_tokens(chat_tokenizer)
+    dropped = features.map(
+        _drop_conversation, with_indices=True, fn_kwargs={"count": 1, "tokens": tokens}
+    )
+    first, second = dropped[0], dropped[1]
+    assert chat_tokenizer.decode(first["input_ids"]) == "<bos><sp2>Hello, how are you?<|endoftext|>"
+    assert first["token_type_ids"] == [tokens.sp2_token_id] * len(first["input_ids"])
+    assert first["labels"][:2] == [-100, -100]
+    assert first["labels"][2:] == [t for t in features[0]["labels"] if t != -100]
+    assert first["length"] == len(first["input_ids"])
+    assert second == features[1]  # beyond `count`: unchanged
 
 
 def _state(step: int, max_steps: int = 10):

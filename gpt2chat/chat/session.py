@@ -31,6 +31,7 @@ import torch
 
 from ..render import encode_texts, render_messages
 from ..tokens import SpeakerTokens, get_speaker_tokens
+from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -277,6 +278,11 @@ class ChatSession:
             needs ``cache_implementation="static"``, which it selects). Pays off on GPUs.
         use_token_type_ids: pass ``token_type_ids`` to the model. Default: when the model's
             ``forward`` accepts them.
+        guidance_scale: context guidance (:mod:`gpt2chat.chat.guidance`): at each step the
+            reply's next-token scores given the conversation are contrasted with those given no
+            conversation, ``g * cond - (g - 1) * uncond``. ``1`` (default) is off; ``1.2``-``1.5``
+            makes a small model's replies follow what was said. Costs one short extra forward
+            pass per token; not with beam search.
         seed: seed for sampling; set at creation and again by :meth:`reset`.
         generation_config: a ``GenerationConfig`` to start from instead of the recipe's
             defaults (the options below still override it).
@@ -299,6 +305,7 @@ class ChatSession:
         cache_implementation: str = "dynamic",
         compile: bool = False,
         use_token_type_ids: bool | None = None,
+        guidance_scale: float | None = None,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
         **generation_options: Any,
@@ -347,9 +354,18 @@ class ChatSession:
             "token_type_ids" in params if use_token_type_ids is None else bool(use_token_type_ids)
         )
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        if guidance_scale is None:  # a GenerationConfig may carry one: ChatSession applies it
+            guidance_scale = getattr(generation_config, "guidance_scale", None)
+            guidance_scale = 1.0 if guidance_scale is None else guidance_scale
+        self.guidance_scale = check_guidance_scale(guidance_scale)
         self.generation_config = self._build_generation_config(
             generation_config, generation_options
         )
+        if self.guidance_scale != 1.0 and self._beam_search():
+            raise ValueError(
+                "`guidance_scale` works with sampling and greedy decoding, not beam search: "
+                "set num_beams=1 or guidance_scale=1."
+            )
         self._persona: str | None = None
         self._persona_length = 0
         self.persona = persona
@@ -439,6 +455,7 @@ class ChatSession:
         if base is not None:
             values = {k: v for k, v in base.to_dict().items() if v is not None and k in known}
             values = {k: v for k, v in values.items() if k not in _RESERVED}
+            values.pop("guidance_scale", None)  # applied by the session (see guidance_scale)
             values.setdefault("max_new_tokens", DEFAULT_GENERATION_OPTIONS["max_new_tokens"])
         else:
             values = dict(DEFAULT_GENERATION_OPTIONS)
@@ -678,7 +695,7 @@ class ChatSession:
 
     def _generate(self, turn: _Turn, streamer=None, stop: _StopFlag | None = None) -> list[int]:
         """Run ``generate`` for a prepared turn; return the generated ids; keep the new cache."""
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         start = time.perf_counter()
         with torch.inference_mode():  # the caches hold inference tensors: touch them in there
@@ -697,6 +714,8 @@ class ChatSession:
             kwargs[self._cache_kwarg] = cache
         if stop is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
+        if self.guidance_scale != 1.0:
+            kwargs["logits_processor"] = LogitsProcessorList([self._guidance(turn)])
         timer = _Tee(streamer)
         if not self._beam_search():  # generate streams (and we time) greedy / sampling only
             kwargs["streamer"] = timer
@@ -723,6 +742,27 @@ class ChatSession:
             truncated_input=turn.truncated,
         )
         return generated
+
+    def _guidance(self, turn: _Turn) -> ContextGuidanceLogitsProcessor:
+        """The context-guidance processor of a turn: its unconditional prompt is the renderer's
+        ``<bos> [persona] <sp2>`` (the conversation left out)."""
+        system = [{"role": "system", "content": self._persona}] if self._persona else []
+        empty = render_messages(
+            system, self.tokenizer, tokens=self.tokens, add_generation_prompt=True
+        )
+        config = self.generation_config
+        return ContextGuidanceLogitsProcessor(
+            self.model,
+            self.guidance_scale,
+            prompt_length=len(turn.input_ids),
+            unconditional_ids=empty["input_ids"],
+            unconditional_token_type_ids=empty["token_type_ids"]
+            if self.use_token_type_ids
+            else None,
+            reply_token_type=self.tokens.sp2_token_id,
+            temperature=(config.temperature or 1.0) if config.do_sample else 1.0,
+            cache_kwarg=self._cache_kwarg,
+        )
 
     def _decode_reply(self, generated: Sequence[int]) -> str:
         ids = list(generated)

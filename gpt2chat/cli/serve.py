@@ -61,6 +61,13 @@ class ServeArguments:
     repetition_penalty: float | None = field(
         default=None, metadata={"help": "Penalty (> 1) for tokens already in the context."}
     )
+    guidance_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Context guidance for every request: contrast the reply's scores given the "
+            "conversation with those given none (1: off; 1.2-1.5 for small models)."
+        },
+    )
     max_turns: int = field(
         default=5,
         metadata={"help": "Utterances per exchange, the reply included (as in training)."},
@@ -108,6 +115,7 @@ class ServeArguments:
             top_p=self.top_p,
             top_k=self.top_k,
             repetition_penalty=self.repetition_penalty,
+            guidance_scale=self.guidance_scale,
             max_turns=self.max_turns,
             persona=self.persona,
             max_len=self.max_len,

@@ -92,6 +92,8 @@ class ServeSettings:
         top_p: default nucleus sampling probability (the original recipe's ``0.8``).
         top_k: top-k sampling (``0``: off), for every sampled request.
         repetition_penalty: optional penalty (> 1) for every request.
+        guidance_scale: context guidance for every request (``ChatSession``'s
+            ``guidance_scale``; ``1``: off).
         max_turns: utterances per exchange, the reply included, as in training.
         persona: persona used when a request has no ``system`` message / ``persona``.
         max_len: context size to fit prompt + reply in (default: the model's).
@@ -111,6 +113,7 @@ class ServeSettings:
     top_p: float = 0.8
     top_k: int = 0
     repetition_penalty: float | None = None
+    guidance_scale: float = 1.0
     max_turns: int = 5
     persona: str | None = None
     max_len: int | None = None
@@ -138,6 +141,7 @@ class ServeSettings:
             self.repetition_penalty is None or self.repetition_penalty > 0,
             "repetition_penalty must be > 0",
         )
+        need(0.0 <= self.guidance_scale <= 10.0, "guidance_scale must be between 0 and 10")
         need(self.max_turns >= 2, "max_turns must be >= 2")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
@@ -398,6 +402,8 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=settings.top_k)
     if settings.repetition_penalty is not None:
         options["repetition_penalty"] = settings.repetition_penalty
+    if settings.guidance_scale != 1.0:
+        options["guidance_scale"] = settings.guidance_scale
     return ChatRequest(
         history=chat[:-1],
         text=chat[-1]["content"],
@@ -841,6 +847,8 @@ def create_app(
                 "top_p": settings.top_p,
                 "top_k": settings.top_k,
                 "max_tokens": settings.max_new_tokens,
+                "repetition_penalty": settings.repetition_penalty,
+                "guidance_scale": settings.guidance_scale,
             },
             "limits": {
                 "max_messages": settings.max_messages,

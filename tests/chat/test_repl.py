@@ -172,6 +172,8 @@ def test_cli_options_and_transcript(model_dir, tmp_path, monkeypatch, capsys):
             "4",
             "--no_repeat_ngram_size",
             "2",
+            "--guidance_scale",
+            "1.5",
             "--persona",
             "I am a test bot.",
             "--no_stream",
@@ -201,6 +203,8 @@ def test_cli_options_and_transcript(model_dir, tmp_path, monkeypatch, capsys):
         ([], "--model_path is required"),
         (["--model_path", "x", "--top_p", "1.5"], "--top_p"),
         (["--model_path", "x", "--max_turns", "1"], "--max_turns"),
+        (["--model_path", "x", "--guidance_scale", "-1"], "--guidance_scale must be >= 0"),
+        (["--model_path", "x", "--guidance_scale", "2", "--num_beams", "2"], "drop --num_beams"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv, message, capsys):

@@ -545,6 +545,30 @@ def test_client_disconnect_frees_the_slot(model_dir):
         hook.remove()
 
 
+def test_guidance_scale_setting_applies_to_every_request(model_dir, reference):
+    from gpt2chat.chat.session import ChatSession
+    from gpt2chat.serve import ServeSettings, create_app
+
+    settings = ServeSettings(max_new_tokens=MAX_TOKENS, temperature=0, guidance_scale=1.5)
+    guided = ChatSession(reference.model, reference.tokenizer, guidance_scale=1.5, **GREEDY)
+    history = [user("Hello!"), {"role": "assistant", "content": "Hi."}]
+    with LiveServer(create_app(model_dir, settings)) as live:
+        shown = httpx.get(f"{live.url}/api/settings").json()["defaults"]
+        assert shown["guidance_scale"] == 1.5
+        response = httpx.post(
+            f"{live.url}/v1/chat/completions",
+            json={"messages": [*history, user("I failed my exam today.")]},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        guided.history = history
+        assert response.json()["choices"][0]["message"]["content"] == guided.send(
+            "I failed my exam today."
+        )
+    with pytest.raises(ValueError, match="guidance_scale must be between 0 and 10"):
+        ServeSettings(guidance_scale=-1)
+
+
 # --------------------------------------------------------------------------- the CLI
 def free_port() -> int:
     with socket.socket() as sock:

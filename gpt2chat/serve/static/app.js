@@ -39,6 +39,11 @@
     if (d.temperature === 0 || d.top_p === 0) parts.push("greedy");
     else parts.push(`temperature ${d.temperature}`, `top-p ${d.top_p}`);
     parts.push(`≤ ${d.max_tokens} tokens`);
+    const fixed = state.settings.defaults;
+    if (fixed.repetition_penalty) parts.push(`repetition penalty ${fixed.repetition_penalty}`);
+    if (fixed.guidance_scale !== undefined && fixed.guidance_scale !== 1) {
+      parts.push(`guidance ${fixed.guidance_scale}`);
+    }
     if (d.seed !== null) parts.push(`seed ${d.seed}`);
     $("settings-summary").textContent = parts.join(" · ");
   }

@@ -1,0 +1,134 @@
+"""Context guidance: make a reply depend more on the conversation than on the reply's own prior.
+
+A small model fine-tuned briefly tends to open every reply the same way ("Yeah", "Not bad",
+"What about you?") whatever was said: its first tokens follow the marginal distribution of
+replies more than the message. :class:`ContextGuidanceLogitsProcessor` contrasts, at every
+decoding step, the model's distribution for the reply *given the conversation* with its
+distribution for the same reply *given no conversation* (``<bos> [persona] <sp2>`` rendered by
+the training renderer) — classifier-free guidance (Sanchez et al., 2023, "Stay on topic with
+Classifier-Free Guidance"), the decoding-time form of the MMI objective for dialogue (Li et al.,
+2016)::
+
+    log p'(t) = g * log p(t | conversation, reply so far) - (g - 1) * log p(t | reply so far)
+
+``g = 1`` is plain decoding; ``g > 1`` favours tokens the conversation makes more likely.
+
+It is a ``LogitsProcessor`` for ``model.generate``: the unconditional branch keeps its own KV
+cache (one short extra forward pass per step). generate applies it after its own processors, so
+under sampling the candidates are the nucleus (``top_p`` / ``top_k``, after temperature and
+repetition penalty) that the conversation gives, and guidance re-weights them; it never brings
+in a token the conditional model ruled out. (transformers' own ``guidance_scale`` processor is
+not used: it mixes before the warpers, and its unconditional branch does not keep a history
+with the cache of the models here.)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+__all__ = ["ContextGuidanceLogitsProcessor", "check_guidance_scale"]
+
+
+def check_guidance_scale(value: Any) -> float:
+    """Validate ``guidance_scale``: a number >= 0 (1 turns guidance off)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(
+            f"`guidance_scale` must be a number >= 0 (1 = off; 1.2-1.5 makes replies follow the "
+            f"conversation more), got {value!r}."
+        )
+    return float(value)
+
+
+class ContextGuidanceLogitsProcessor(LogitsProcessor):
+    """Contrast the conditional next-token distribution with a no-conversation one.
+
+    Args:
+        model: the model ``generate`` runs (the unconditional branch runs it too).
+        guidance_scale: ``g``; 1 leaves the scores unchanged (up to normalisation).
+        prompt_length: length of the prompt passed to ``generate``: what follows it in
+            ``input_ids`` is the reply so far.
+        unconditional_ids: the no-conversation prompt (``<bos> [persona] <sp2>``).
+        unconditional_token_type_ids: its token types, for models that take them (GPT-2).
+        reply_token_type: the token type of reply tokens (the bot's speaker token).
+        temperature: the temperature generate applied to the scores (the unconditional
+            distribution is tempered alike, so both sides are on the same scale).
+        cache_kwarg: the forward argument that takes the KV cache (default: ``cache`` when the
+            model's ``forward`` has it, else ``past_key_values``).
+    """
+
+    def __init__(
+        self,
+        model,
+        guidance_scale: float,
+        prompt_length: int,
+        unconditional_ids: Sequence[int],
+        *,
+        unconditional_token_type_ids: Sequence[int] | None = None,
+        reply_token_type: int | None = None,
+        temperature: float = 1.0,
+        cache_kwarg: str | None = None,
+    ) -> None:
+        self.model = model
+        self.guidance_scale = check_guidance_scale(guidance_scale)
+        self.prompt_length = int(prompt_length)
+        self.unconditional_ids = list(unconditional_ids)
+        self.unconditional_token_type_ids = (
+            list(unconditional_token_type_ids) if unconditional_token_type_ids else None
+        )
+        if self.unconditional_token_type_ids is not None:
+            assert len(self.unconditional_token_type_ids) == len(self.unconditional_ids)
+            assert reply_token_type is not None, "token types need the reply's type"
+        self.reply_token_type = reply_token_type
+        self.temperature = float(temperature) if temperature else 1.0
+        if cache_kwarg is None:
+            forward = getattr(model, "forward", None)
+            params = inspect.signature(forward).parameters if forward is not None else {}
+            cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.cache_kwarg = cache_kwarg
+        self._cache = None
+        self._fed = 0  # reply tokens the unconditional branch has seen
+
+    def _unconditional_log_probs(self, reply: torch.Tensor) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        new = reply[self._fed :].tolist()
+        types: list[int] | None = None
+        if self._cache is None:
+            config = getattr(self.model, "config", None)
+            self._cache = DynamicCache(config=config) if config is not None else DynamicCache()
+            ids = self.unconditional_ids + new
+            if self.unconditional_token_type_ids is not None:
+                types = self.unconditional_token_type_ids + [self.reply_token_type] * len(new)
+        else:
+            ids = new
+            if self.unconditional_token_type_ids is not None:
+                types = [self.reply_token_type] * len(new)
+        device = reply.device
+        kwargs: dict[str, Any] = {self.cache_kwarg: self._cache, "use_cache": True}
+        if types is not None:
+            kwargs["token_type_ids"] = torch.tensor([types], dtype=torch.long, device=device)
+        out = self.model(torch.tensor([ids], dtype=torch.long, device=device), **kwargs)
+        self._fed = len(reply)
+        logits = out.logits[0, -1].float() / self.temperature
+        return torch.log_softmax(logits, dim=-1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[0] != 1:
+            raise ValueError(
+                "Context guidance decodes one conversation at a time (batch size 1, no beam "
+                "search): set guidance_scale=1 for batched or beam-search decoding."
+            )
+        conditional = torch.log_softmax(scores.float(), dim=-1)
+        if self.guidance_scale == 1.0:
+            return conditional.to(scores.dtype)
+        unconditional = self._unconditional_log_probs(input_ids[0, self.prompt_length :])
+        unconditional = unconditional[: conditional.shape[-1]].to(conditional.device)
+        mixed = self.guidance_scale * conditional - (self.guidance_scale - 1.0) * unconditional
+        # Tokens the processors before this one ruled out stay out (also for g = 0).
+        mixed = torch.where(torch.isneginf(conditional), conditional, mixed)
+        return mixed.to(scores.dtype)
