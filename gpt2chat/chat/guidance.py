@@ -18,8 +18,9 @@ cache (one short extra forward pass per step). generate applies it after its own
 under sampling the candidates are the nucleus (``top_p`` / ``top_k``, after temperature and
 repetition penalty) that the conversation gives, and guidance re-weights them; it never brings
 in a token the conditional model ruled out. (transformers' own ``guidance_scale`` processor is
-not used: it mixes before the warpers, and its unconditional branch does not keep a history
-with the cache of the models here.)
+not used: it mixes before temperature and top-p, so a large scale can promote tokens outside the
+nucleus, and its unconditional branch gets no ``token_type_ids``, which GPT-2 models here take.
+With neither difference in play — greedy decoding, no token types — both give the same tokens.)
 """
 
 from __future__ import annotations

@@ -116,3 +116,29 @@ def test_guidance_scale_from_a_generation_config_is_applied_by_the_session(gpt2,
 def test_bad_guidance_options_are_refused(make_session, options, match):
     with pytest.raises(ValueError, match=match):
         make_session(**options)
+
+
+def test_greedy_guidance_matches_transformers_own_for_a_model_without_token_types(tok):
+    """Same tokens as ``generate(guidance_scale=..., negative_prompt_ids=<bos> <sp2>)`` where the
+    two can agree: greedy (no warpers to order against) and no token types."""
+    model = tiny_llama(tok)
+    tokens = get_speaker_tokens(tok)
+    session = ChatSession(model, tok, do_sample=False, max_new_tokens=8, guidance_scale=2.0)
+    for text in MESSAGES:
+        session.reset()
+        reply = session.send(text)
+        ids = torch.tensor([render_messages([{"role": "user", "content": text}], tok)["input_ids"]])
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=8,
+            guidance_scale=2.0,
+            negative_prompt_ids=torch.tensor([[tokens.bos_token_id, tokens.sp2_token_id]]),
+            eos_token_id=[tokens.eos_token_id, tokens.sp1_token_id],
+            pad_token_id=tokens.pad_token_id,
+        )
+        theirs = [t for t in out[0, ids.shape[1] :].tolist()]
+        if theirs and theirs[-1] in (tokens.eos_token_id, tokens.sp1_token_id):
+            theirs.pop()
+        assert reply == tok.decode(theirs, skip_special_tokens=True).strip()
