@@ -99,7 +99,7 @@ class DemoArguments:
         },
     )
     max_steps: int = field(
-        default=80, metadata={"help": "Optimizer steps of the fine-tune (the step budget)."}
+        default=100, metadata={"help": "Optimizer steps of the fine-tune (the step budget)."}
     )
     time_budget: float = field(
         default=300.0,
@@ -456,6 +456,7 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
             lr_scheduler_kwargs={},
             warmup_steps=args.warmup_steps,
             weight_decay=0.0,
+            train_sampling_strategy="group_by_length",  # batches of like lengths: less padding
             bf16=bf16,
             use_cpu=not torch.cuda.is_available(),
             logging_steps=10,
