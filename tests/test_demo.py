@@ -115,7 +115,7 @@ def test_reply_filter_counts_what_it_skips(chat_tokenizer, caplog):
     import datasets
 
     from gpt2chat import prepare_dataset
-    from gpt2chat.demo import _filter_replies
+    from gpt2chat.demo.data import _filter_replies
 
     dialogues = datasets.Dataset.from_dict(
         {
@@ -149,7 +149,7 @@ def test_reactive_filter_keeps_reactions_questions_and_answers(chat_tokenizer, c
     import datasets
 
     from gpt2chat import prepare_dataset
-    from gpt2chat.demo import _filter_replies
+    from gpt2chat.demo.data import _filter_replies
 
     dialogues = datasets.Dataset.from_dict(
         {
@@ -187,7 +187,7 @@ def test_some_examples_leave_the_conversation_out(chat_tokenizer):
     import datasets
 
     from gpt2chat import get_speaker_tokens, prepare_dataset
-    from gpt2chat.demo import _drop_conversation
+    from gpt2chat.demo.data import _drop_conversation
 
     dialogues = datasets.Dataset.from_dict(
         {"utterances": [["Hi there", "Hello, how are you?", "Fine, thanks."]], "source": ["t"]}
