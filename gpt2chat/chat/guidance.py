@@ -14,8 +14,10 @@ Classifier-Free Guidance"), the decoding-time form of the MMI objective for dial
 ``g = 1`` is plain decoding; ``g > 1`` favours tokens the conversation makes more likely.
 
 It is a ``LogitsProcessor`` for ``model.generate``: the unconditional branch keeps its own KV
-cache (one short extra forward pass per step). generate applies it after its own processors, so
-under sampling the candidates are the nucleus (``top_p`` / ``top_k``, after temperature and
+cache (one short extra forward pass per step). It expects the scores *after* the sampling
+warpers: :class:`~gpt2chat.ChatSession` builds those itself and puts this processor last
+(``generate`` on its own runs user processors before its temperature / top-k / top-p), so under
+sampling the candidates are the nucleus (``top_p`` / ``top_k``, after temperature and
 repetition penalty) that the conversation gives, and guidance re-weights them; it never brings
 in a token the conditional model ruled out. (transformers' own ``guidance_scale`` processor is
 not used: it mixes before temperature and top-p, so a large scale can promote tokens outside the
@@ -31,6 +33,8 @@ from typing import Any
 
 import torch
 from transformers import LogitsProcessor
+
+from .decoding import GrowingKVCache
 
 __all__ = ["ContextGuidanceLogitsProcessor", "check_guidance_scale"]
 
@@ -95,13 +99,11 @@ class ContextGuidanceLogitsProcessor(LogitsProcessor):
         self._fed = 0  # reply tokens the unconditional branch has seen
 
     def _unconditional_log_probs(self, reply: torch.Tensor) -> torch.Tensor:
-        from transformers import DynamicCache
-
         new = reply[self._fed :].tolist()
         types: list[int] | None = None
         if self._cache is None:
             config = getattr(self.model, "config", None)
-            self._cache = DynamicCache(config=config) if config is not None else DynamicCache()
+            self._cache = GrowingKVCache(config=config) if config is not None else GrowingKVCache()
             ids = self.unconditional_ids + new
             if self.unconditional_token_type_ids is not None:
                 types = self.unconditional_token_type_ids + [self.reply_token_type] * len(new)

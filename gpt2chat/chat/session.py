@@ -31,6 +31,7 @@ import torch
 
 from ..render import encode_texts, render_messages
 from ..tokens import SpeakerTokens, get_speaker_tokens
+from .decoding import GrowingKVCache, relayout_output_embeddings, sampling_processors
 from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
 
 if TYPE_CHECKING:
@@ -272,10 +273,17 @@ class ChatSession:
         max_len: context size to fit prompt + ``max_new_tokens`` in (default: the model's).
             Older whole utterances are dropped until it fits; an over-long user message is cut.
         prefix_cache: keep the KV cache between turns (see the module docs).
-        cache_implementation: ``"dynamic"`` (``DynamicCache``) or ``"static"`` (a preallocated
-            ``StaticCache`` of ``max_len`` positions: no per-token reallocation, and compilable).
+        cache_implementation: ``"dynamic"`` (a ``DynamicCache`` that appends into spare room
+            instead of concatenating: :class:`~gpt2chat.chat.decoding.GrowingKVCache`) or
+            ``"static"`` (a preallocated ``StaticCache`` of ``max_len`` positions: compilable).
         compile: ``torch.compile`` the decoding step (through generate's ``compile_config``;
             needs ``cache_implementation="static"``, which it selects). Pays off on GPUs.
+        fast_lm_head: on CPU, store the model's output embedding (LM head, tied to the input
+            embedding in GPT-2) transposed in memory: same values, shape and memory, ~1.8x faster
+            batch-1 LM-head reads (:func:`~gpt2chat.chat.decoding.relayout_output_embeddings`).
+            Default: on for a model :meth:`from_pretrained` loaded, off for a model passed in
+            (the layout change is in place, and ``save_pretrained`` refuses a tied weight laid
+            out so until ``relayout_output_embeddings(model, transposed=False)``).
         use_token_type_ids: pass ``token_type_ids`` to the model. Default: when the model's
             ``forward`` accepts them.
         guidance_scale: context guidance (:mod:`gpt2chat.chat.guidance`): at each step the
@@ -304,6 +312,7 @@ class ChatSession:
         prefix_cache: bool = True,
         cache_implementation: str = "dynamic",
         compile: bool = False,
+        fast_lm_head: bool | None = None,
         use_token_type_ids: bool | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
@@ -377,6 +386,8 @@ class ChatSession:
         self.last_turn: TurnStats | None = None
         self._busy = False
         model.eval()
+        if fast_lm_head:
+            relayout_output_embeddings(model)
         if seed is not None:
             self._seed()
 
@@ -434,6 +445,7 @@ class ChatSession:
             str(torch_dtype).replace("torch.", ""),
             sum(p.numel() for p in model.parameters()) / 1e6,
         )
+        session_kwargs.setdefault("fast_lm_head", True)  # the session owns the model it loaded
         return cls(model, tokenizer, **session_kwargs)
 
     def _build_generation_config(self, base, options: dict[str, Any]) -> GenerationConfig:
@@ -668,7 +680,7 @@ class ChatSession:
     # ------------------------------------------------------------------ decoding
     def _take_cache(self, turn: _Turn) -> tuple[Any, int]:
         """The cache to start from (cropped to the reusable prefix) and how many tokens it holds."""
-        from transformers import DynamicCache, StaticCache
+        from transformers import StaticCache
 
         cache, cached_ids, cached_types = self._cache, self._cache_ids, self._cache_types
         self._drop_cache()  # until generate succeeds, the session holds no cache
@@ -691,7 +703,7 @@ class ChatSession:
                 self._static_cache = StaticCache(config=config, max_cache_len=self.max_len)
             self._static_cache.reset()
             return self._static_cache, 0
-        return DynamicCache(config=config), 0
+        return GrowingKVCache(config=config), 0
 
     def _generate(self, turn: _Turn, streamer=None, stop: _StopFlag | None = None) -> list[int]:
         """Run ``generate`` for a prepared turn; return the generated ids; keep the new cache."""
@@ -702,9 +714,15 @@ class ChatSession:
             cache, reused = self._take_cache(turn)
         device = self.device
         input_ids = torch.tensor([turn.input_ids], dtype=torch.long, device=device)
+        # The session builds the sampling warpers itself, so that its own processors (context
+        # guidance) run after temperature / top-k / top-p: generate puts user processors first.
+        processors, neutral = sampling_processors(self.generation_config, device)
+        if self.guidance_scale != 1.0:
+            processors.append(self._guidance(turn))
         kwargs: dict[str, Any] = {
             "attention_mask": torch.ones_like(input_ids),
             "generation_config": self.generation_config,
+            **neutral,
         }
         if self.use_token_type_ids:
             kwargs["token_type_ids"] = torch.tensor(
@@ -714,8 +732,8 @@ class ChatSession:
             kwargs[self._cache_kwarg] = cache
         if stop is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
-        if self.guidance_scale != 1.0:
-            kwargs["logits_processor"] = LogitsProcessorList([self._guidance(turn)])
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         timer = _Tee(streamer)
         if not self._beam_search():  # generate streams (and we time) greedy / sampling only
             kwargs["streamer"] = timer

@@ -95,6 +95,30 @@ def test_sampling_with_guidance_keeps_the_nucleus(gpt2, tok):
     assert isinstance(session.send("Hello there"), str)
 
 
+def test_in_a_session_guidance_sees_the_scores_after_temperature_and_top_p(gpt2, tok, monkeypatch):
+    """generate runs user processors before its own warpers; the session builds the warpers
+    itself so guidance gets the tempered nucleus (the rest already -inf)."""
+    seen = []
+    original = ContextGuidanceLogitsProcessor.__call__
+
+    def spy(self, input_ids, scores):
+        seen.append((int(torch.isneginf(scores).sum()), float(scores.max())))
+        return original(self, input_ids, scores)
+
+    monkeypatch.setattr(ContextGuidanceLogitsProcessor, "__call__", spy)
+    session = ChatSession(
+        gpt2, tok, top_p=0.05, temperature=0.5, max_new_tokens=4, guidance_scale=1.5, seed=0
+    )
+    prompt = session.render_prompt("Hello there")
+    session.send("Hello there")
+    assert seen and all(removed > 0 for removed, _ in seen)
+    # and the raw logits were divided by the temperature before guidance saw them
+    with torch.inference_mode():
+        ids = torch.tensor([prompt["input_ids"]])
+        raw = gpt2(ids, token_type_ids=torch.tensor([prompt["token_type_ids"]])).logits[0, -1]
+    assert seen[0][1] == pytest.approx(float(raw.max()) / 0.5, rel=1e-4)
+
+
 def test_guidance_scale_from_a_generation_config_is_applied_by_the_session(gpt2, tok):
     from transformers import GenerationConfig
 
