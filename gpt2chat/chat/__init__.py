@@ -1,6 +1,13 @@
 """Chat with a fine-tuned model: :class:`ChatSession` (library) and :func:`run_repl` (terminal)."""
 
 from .repl import run_repl
-from .session import DEFAULT_GENERATION_OPTIONS, ChatSession, TurnStats, resolve_dtype
+from .session import DEFAULT_GENERATION_OPTIONS, Candidate, ChatSession, TurnStats, resolve_dtype
 
-__all__ = ["DEFAULT_GENERATION_OPTIONS", "ChatSession", "TurnStats", "resolve_dtype", "run_repl"]
+__all__ = [
+    "DEFAULT_GENERATION_OPTIONS",
+    "Candidate",
+    "ChatSession",
+    "TurnStats",
+    "resolve_dtype",
+    "run_repl",
+]

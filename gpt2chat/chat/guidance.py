@@ -97,40 +97,53 @@ class ContextGuidanceLogitsProcessor(LogitsProcessor):
         self.cache_kwarg = cache_kwarg
         self._cache = None
         self._fed = 0  # reply tokens the unconditional branch has seen
+        self._rows: int | None = None  # sequences decoded side by side (fixed once seen)
 
-    def _unconditional_log_probs(self, reply: torch.Tensor) -> torch.Tensor:
-        new = reply[self._fed :].tolist()
-        types: list[int] | None = None
+    def _unconditional_log_probs(self, replies: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the next token of each row's reply given no conversation."""
+        rows = replies.shape[0]
+        new = replies[:, self._fed :]
+        device = replies.device
+        types: torch.Tensor | None = None
         if self._cache is None:
             config = getattr(self.model, "config", None)
             self._cache = GrowingKVCache(config=config) if config is not None else GrowingKVCache()
-            ids = self.unconditional_ids + new
+            prompt = torch.tensor([self.unconditional_ids], dtype=torch.long, device=device)
+            ids = torch.cat([prompt.expand(rows, -1), new], dim=1)
             if self.unconditional_token_type_ids is not None:
-                types = self.unconditional_token_type_ids + [self.reply_token_type] * len(new)
+                prompt_types = torch.tensor(
+                    [self.unconditional_token_type_ids], dtype=torch.long, device=device
+                )
+                types = torch.cat(
+                    [prompt_types.expand(rows, -1), torch.full_like(new, self.reply_token_type)],
+                    dim=1,
+                )
         else:
             ids = new
             if self.unconditional_token_type_ids is not None:
-                types = [self.reply_token_type] * len(new)
-        device = reply.device
+                types = torch.full_like(new, self.reply_token_type)
         kwargs: dict[str, Any] = {self.cache_kwarg: self._cache, "use_cache": True}
         if types is not None:
-            kwargs["token_type_ids"] = torch.tensor([types], dtype=torch.long, device=device)
-        out = self.model(torch.tensor([ids], dtype=torch.long, device=device), **kwargs)
-        self._fed = len(reply)
-        logits = out.logits[0, -1].float() / self.temperature
+            kwargs["token_type_ids"] = types
+        out = self.model(ids, **kwargs)
+        self._fed = replies.shape[1]
+        logits = out.logits[:, -1].float() / self.temperature
         return torch.log_softmax(logits, dim=-1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[0] != 1:
+        if self._rows is None:
+            self._rows = input_ids.shape[0]
+        elif input_ids.shape[0] != self._rows:
             raise ValueError(
-                "Context guidance decodes one conversation at a time (batch size 1, no beam "
-                "search): set guidance_scale=1 for batched or beam-search decoding."
+                "Context guidance keeps one unconditional row per sequence, in order: the batch "
+                f"changed size ({self._rows} -> {input_ids.shape[0]}). Use a new processor per "
+                "generate call, with sampling or greedy decoding (not beam search)."
             )
         conditional = torch.log_softmax(scores.float(), dim=-1)
         if self.guidance_scale == 1.0:
             return conditional.to(scores.dtype)
-        unconditional = self._unconditional_log_probs(input_ids[0, self.prompt_length :])
-        unconditional = unconditional[: conditional.shape[-1]].to(conditional.device)
+        unconditional = self._unconditional_log_probs(input_ids[:, self.prompt_length :])
+        unconditional = unconditional[:, : conditional.shape[-1]].to(conditional.device)
         mixed = self.guidance_scale * conditional - (self.guidance_scale - 1.0) * unconditional
         # Tokens the processors before this one ruled out stay out (also for g = 0).
         mixed = torch.where(torch.isneginf(conditional), conditional, mixed)

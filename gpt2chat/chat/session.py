@@ -17,6 +17,7 @@ those are compared exactly.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_GENERATION_OPTIONS", "ChatSession", "TurnStats", "resolve_dtype"]
+__all__ = ["DEFAULT_GENERATION_OPTIONS", "Candidate", "ChatSession", "TurnStats", "resolve_dtype"]
 
 #: The original recipe's decoding: nucleus sampling with ``top_p=0.8`` (no top-k).
 DEFAULT_GENERATION_OPTIONS: dict[str, Any] = {
@@ -76,6 +77,26 @@ class TurnStats:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "encoded_tokens": self.encoded_tokens}
+
+
+@dataclass
+class Candidate:
+    """One sampled reply of a turn decoded with ``num_candidates > 1``, with its scores.
+
+    ``log_prob`` is ``log p(reply | conversation)`` and ``unconditional_log_prob`` is
+    ``log p(reply | no conversation)`` (the model's own distributions, temperature 1, summed over
+    the reply's tokens and its end token); ``score = log_prob - mmi_weight *
+    unconditional_log_prob``. ``ended``: the reply stopped by itself (``<eos>`` or a ``<sp1>``
+    turn) rather than at ``max_new_tokens``. The reply is the highest-scoring candidate that
+    ended (the highest of all when none did).
+    """
+
+    text: str
+    token_ids: list[int]
+    log_prob: float
+    unconditional_log_prob: float
+    score: float
+    ended: bool
 
 
 @dataclass
@@ -291,6 +312,15 @@ class ChatSession:
             conversation, ``g * cond - (g - 1) * uncond``. ``1`` (default) is off; ``1.2``-``1.5``
             makes a small model's replies follow what was said. Costs one short extra forward
             pass per token; not with beam search.
+        num_candidates: sample this many replies side by side (one batched ``generate``) and
+            answer with the one the conversation explains best — maximum mutual information
+            reranking (Li et al., 2016; DialoGPT's MMI step): ``log p(reply | conversation) -
+            mmi_weight * log p(reply | no conversation)``. Generic replies that fit any message
+            ("What about you?") score low. ``1`` (default) is off. Needs sampling; the reply then
+            comes as one piece when streamed. The scored candidates of the last turn are in
+            :attr:`last_candidates`.
+        mmi_weight: the weight of the no-conversation log-probability in that score (``0``:
+            the most likely candidate; ``1``: pointwise mutual information).
         seed: seed for sampling; set at creation and again by :meth:`reset`.
         generation_config: a ``GenerationConfig`` to start from instead of the recipe's
             defaults (the options below still override it).
@@ -315,6 +345,8 @@ class ChatSession:
         fast_lm_head: bool | None = None,
         use_token_type_ids: bool | None = None,
         guidance_scale: float | None = None,
+        num_candidates: int = 1,
+        mmi_weight: float = 0.5,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
         **generation_options: Any,
@@ -375,6 +407,29 @@ class ChatSession:
                 "`guidance_scale` works with sampling and greedy decoding, not beam search: "
                 "set num_beams=1 or guidance_scale=1."
             )
+        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int):
+            raise ValueError(f"`num_candidates` must be an integer >= 1, got {num_candidates!r}.")
+        if not 1 <= num_candidates <= 64:
+            raise ValueError(
+                f"`num_candidates` must be between 1 (off) and 64, got {num_candidates}."
+            )
+        if num_candidates > 1 and (not self.generation_config.do_sample or self._beam_search()):
+            raise ValueError(
+                "`num_candidates` > 1 reranks sampled replies: it needs do_sample=True and "
+                "num_beams=1 (or set num_candidates=1)."
+            )
+        if num_candidates > 1 and self.cache_implementation == "static":
+            raise ValueError(
+                "`num_candidates` > 1 decodes a batch, which the static cache (and compile) "
+                "here does not: use cache_implementation='dynamic' or num_candidates=1."
+            )
+        if isinstance(mmi_weight, bool) or not isinstance(mmi_weight, (int, float)):
+            raise ValueError(f"`mmi_weight` must be a number >= 0, got {mmi_weight!r}.")
+        if not mmi_weight >= 0:
+            raise ValueError(f"`mmi_weight` must be a number >= 0, got {mmi_weight!r}.")
+        self.num_candidates = num_candidates
+        self.mmi_weight = float(mmi_weight)
+        self.last_candidates: list[Candidate] = []
         self._persona: str | None = None
         self._persona_length = 0
         self.persona = persona
@@ -710,23 +765,31 @@ class ChatSession:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         start = time.perf_counter()
+        rows = self.num_candidates  # > 1: sampled side by side, then reranked
         with torch.inference_mode():  # the caches hold inference tensors: touch them in there
             cache, reused = self._take_cache(turn)
+            if rows > 1 and reused:
+                cache.batch_repeat_interleave(rows)
         device = self.device
-        input_ids = torch.tensor([turn.input_ids], dtype=torch.long, device=device)
+        input_ids = torch.tensor([turn.input_ids] * rows, dtype=torch.long, device=device)
         # The session builds the sampling warpers itself, so that its own processors (context
         # guidance) run after temperature / top-k / top-p: generate puts user processors first.
         processors, neutral = sampling_processors(self.generation_config, device)
+        config = self.generation_config
+        if rows > 1:  # the raw logits score the candidates
+            neutral = {**neutral, "output_logits": True, "return_dict_in_generate": True}
+        if neutral:  # a copy with generate's own warpers switched off
+            config = copy.deepcopy(config)
+            config.update(**neutral)
         if self.guidance_scale != 1.0:
             processors.append(self._guidance(turn))
         kwargs: dict[str, Any] = {
             "attention_mask": torch.ones_like(input_ids),
-            "generation_config": self.generation_config,
-            **neutral,
+            "generation_config": config,
         }
         if self.use_token_type_ids:
             kwargs["token_type_ids"] = torch.tensor(
-                [turn.token_type_ids], dtype=torch.long, device=device
+                [turn.token_type_ids] * rows, dtype=torch.long, device=device
             )
         if cache is not None:
             kwargs[self._cache_kwarg] = cache
@@ -735,11 +798,18 @@ class ChatSession:
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
         timer = _Tee(streamer)
-        if not self._beam_search():  # generate streams (and we time) greedy / sampling only
+        if not self._beam_search() and rows == 1:  # generate streams one sequence, no beams
             kwargs["streamer"] = timer
+        self.last_candidates = []
         with torch.inference_mode():
             output = self.model.generate(input_ids, **kwargs)
-        sequence = output[0].tolist()
+            if rows > 1:
+                best = self._rerank(turn, output.sequences, output.logits)
+                if cache is not None:
+                    cache.batch_select_indices(torch.tensor([best], device=device))
+                sequence = output.sequences[best].tolist()
+            else:
+                sequence = output[0].tolist()
         generated = sequence[len(turn.input_ids) :]
         if cache is not None and self.prefix_cache:
             held = int(cache.get_seq_length())
@@ -748,6 +818,9 @@ class ChatSession:
                 self._cache_ids = sequence[:held]
                 types = turn.token_type_ids + [self.tokens.sp2_token_id] * len(generated)
                 self._cache_types = types[:held]
+        if rows > 1:
+            generated = self._cut_at_stop(generated)
+            timer.first_token_time = None  # the reply comes whole, once reranked
         end = time.perf_counter()
         self.last_turn = TurnStats(
             prompt_tokens=len(turn.input_ids),
@@ -761,13 +834,83 @@ class ChatSession:
         )
         return generated
 
+    def _cut_at_stop(self, generated: Sequence[int]) -> list[int]:
+        """A batch row's reply: up to and including its first stop token (padding follows)."""
+        stops = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
+        for i, token in enumerate(generated):
+            if token in stops:
+                return list(generated[: i + 1])
+        return list(generated)
+
+    def _unconditional_prompt(self) -> dict[str, list[int]]:
+        """The renderer's ``<bos> [persona] <sp2>``: a reply's prompt with the conversation left
+        out (context guidance and reranking contrast with it)."""
+        system = [{"role": "system", "content": self._persona}] if self._persona else []
+        return render_messages(
+            system, self.tokenizer, tokens=self.tokens, add_generation_prompt=True
+        )
+
+    def _rerank(self, turn: _Turn, sequences: torch.Tensor, logits: Sequence[torch.Tensor]) -> int:
+        """Score each sampled row (see ``num_candidates``); record them; return the best row."""
+        prompt_length = len(turn.input_ids)
+        stops = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
+        replies = [self._cut_at_stop(row[prompt_length:].tolist()) for row in sequences]
+        steps = sequences[:, prompt_length:]
+        # log p(reply | conversation): generate's raw logits of every step
+        conditional = torch.stack(
+            [
+                torch.log_softmax(step.float(), dim=-1).gather(1, steps[:, i : i + 1]).squeeze(1)
+                for i, step in enumerate(logits)
+            ],
+            dim=1,
+        )
+        # log p(reply | no conversation): one batched forward, replies right-padded (causal
+        # attention: the padding after a reply does not change its positions' logits)
+        empty = self._unconditional_prompt()
+        start = len(empty["input_ids"])
+        width = max(len(r) for r in replies)
+        pad = self.tokens.pad_token_id
+        ids = torch.tensor(
+            [empty["input_ids"] + r + [pad] * (width - len(r)) for r in replies],
+            device=sequences.device,
+        )
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if self.use_token_type_ids:
+            reply_types = [self.tokens.sp2_token_id] * width
+            kwargs["token_type_ids"] = torch.tensor(
+                [empty["token_type_ids"] + reply_types] * len(replies), device=sequences.device
+            )
+        out = self.model(ids, **kwargs).logits[:, start - 1 : -1].float()
+        unconditional = torch.log_softmax(out, dim=-1).gather(2, ids[:, start:, None]).squeeze(2)
+        candidates = []
+        for row, reply in enumerate(replies):
+            n = len(reply)
+            cond = float(conditional[row, :n].sum())
+            uncond = float(unconditional[row, :n].sum())
+            candidates.append(
+                Candidate(
+                    text=self._decode_reply(reply),
+                    token_ids=reply,
+                    log_prob=cond,
+                    unconditional_log_prob=uncond,
+                    score=cond - self.mmi_weight * uncond,
+                    ended=bool(reply) and reply[-1] in stops,
+                )
+            )
+        self.last_candidates = candidates
+        # a reply cut off by max_new_tokens is unfinished: chosen only when none ended
+        best = max(range(len(candidates)), key=lambda i: (candidates[i].ended, candidates[i].score))
+        logger.debug(
+            "candidates (best %d): %s",
+            best,
+            [(round(c.score, 2), c.text) for c in candidates],
+        )
+        return best
+
     def _guidance(self, turn: _Turn) -> ContextGuidanceLogitsProcessor:
         """The context-guidance processor of a turn: its unconditional prompt is the renderer's
         ``<bos> [persona] <sp2>`` (the conversation left out)."""
-        system = [{"role": "system", "content": self._persona}] if self._persona else []
-        empty = render_messages(
-            system, self.tokenizer, tokens=self.tokens, add_generation_prompt=True
-        )
+        empty = self._unconditional_prompt()
         config = self.generation_config
         return ContextGuidanceLogitsProcessor(
             self.model,
@@ -815,7 +958,8 @@ class ChatSession:
         ``"".join(pieces)`` is the reply, recorded in the history once the iteration ends. If the
         iteration is abandoned (``break``, Ctrl-C), generation stops and the turn is not recorded.
         The message is checked (and refused with ``ValueError``) when ``stream`` is called,
-        before any generation. With beam search the reply comes as one piece.
+        before any generation. With beam search or ``num_candidates > 1`` the reply comes as one
+        piece.
         """
         self._check_idle()
         turn = self._prepare(text)
@@ -837,7 +981,7 @@ class ChatSession:
         self._check_idle()
         self._busy = True
         try:
-            if self._beam_search():  # generate cannot stream beams
+            if self._beam_search() or self.num_candidates > 1:  # one piece, once decided
                 reply = self._decode_reply(self._generate(turn))
                 if reply:
                     yield reply

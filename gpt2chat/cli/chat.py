@@ -49,6 +49,21 @@ class ChatArguments:
             "those given none (1: off; 1.2-1.5 for small models; not with --num_beams)."
         },
     )
+    num_candidates: int = field(
+        default=1,
+        metadata={
+            "help": "Sample this many replies side by side and answer with the one the "
+            "conversation explains best (MMI reranking; 1: off; not with --greedy or --num_beams)."
+            " The reply then comes whole, not streamed."
+        },
+    )
+    mmi_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "With --num_candidates: score = log p(reply | conversation) - mmi_weight * "
+            "log p(reply | no conversation)."
+        },
+    )
     min_new_tokens: int | None = field(
         default=None, metadata={"help": "Shortest reply, in tokens."}
     )
@@ -99,6 +114,17 @@ class ChatArguments:
             raise ValueError(f"--guidance_scale must be >= 0 (1: off), got {self.guidance_scale}.")
         if self.guidance_scale != 1 and self.num_beams > 1:
             raise ValueError("--guidance_scale works without beam search: drop --num_beams.")
+        if not 1 <= self.num_candidates <= 64:
+            raise ValueError(
+                f"--num_candidates must be between 1 and 64, got {self.num_candidates}."
+            )
+        if self.num_candidates > 1 and (self.greedy or self.num_beams > 1):
+            raise ValueError(
+                "--num_candidates reranks sampled replies: drop --greedy / --num_beams, or "
+                "use --num_candidates 1."
+            )
+        if not self.mmi_weight >= 0:
+            raise ValueError(f"--mmi_weight must be >= 0, got {self.mmi_weight}.")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {self.threads}.")
         if not self.end_command.strip():
@@ -124,6 +150,8 @@ class ChatArguments:
         }
         if sampling:
             options.update(top_p=self.top_p, top_k=self.top_k, temperature=self.temperature)
+            if self.num_candidates > 1:
+                options.update(num_candidates=self.num_candidates, mmi_weight=self.mmi_weight)
         return {k: v for k, v in options.items() if v is not None}
 
 

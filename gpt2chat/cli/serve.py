@@ -68,6 +68,18 @@ class ServeArguments:
             "conversation with those given none (1: off; 1.2-1.5 for small models)."
         },
     )
+    num_candidates: int = field(
+        default=1,
+        metadata={
+            "help": "For sampled requests: sample this many replies side by side and answer with "
+            "the one the conversation explains best (MMI reranking; 1: off). Streams then send "
+            "the reply as one chunk."
+        },
+    )
+    mmi_weight: float = field(
+        default=0.5,
+        metadata={"help": "With --num_candidates: the weight of log p(reply | no conversation)."},
+    )
     max_turns: int = field(
         default=5,
         metadata={"help": "Utterances per exchange, the reply included (as in training)."},
@@ -116,6 +128,8 @@ class ServeArguments:
             top_k=self.top_k,
             repetition_penalty=self.repetition_penalty,
             guidance_scale=self.guidance_scale,
+            num_candidates=self.num_candidates,
+            mmi_weight=self.mmi_weight,
             max_turns=self.max_turns,
             persona=self.persona,
             max_len=self.max_len,

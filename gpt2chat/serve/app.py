@@ -94,6 +94,9 @@ class ServeSettings:
         repetition_penalty: optional penalty (> 1) for every request.
         guidance_scale: context guidance for every request (``ChatSession``'s
             ``guidance_scale``; ``1``: off).
+        num_candidates: for sampled requests, MMI reranking of this many replies
+            (``ChatSession``'s ``num_candidates``; ``1``: off); streams send the reply whole.
+        mmi_weight: ``ChatSession``'s ``mmi_weight`` for that reranking.
         max_turns: utterances per exchange, the reply included, as in training.
         persona: persona used when a request has no ``system`` message / ``persona``.
         max_len: context size to fit prompt + reply in (default: the model's).
@@ -114,6 +117,8 @@ class ServeSettings:
     top_k: int = 0
     repetition_penalty: float | None = None
     guidance_scale: float = 1.0
+    num_candidates: int = 1
+    mmi_weight: float = 0.5
     max_turns: int = 5
     persona: str | None = None
     max_len: int | None = None
@@ -142,6 +147,8 @@ class ServeSettings:
             "repetition_penalty must be > 0",
         )
         need(0.0 <= self.guidance_scale <= 10.0, "guidance_scale must be between 0 and 10")
+        need(1 <= self.num_candidates <= 64, "num_candidates must be between 1 and 64")
+        need(self.mmi_weight >= 0.0, "mmi_weight must be >= 0")
         need(self.max_turns >= 2, "max_turns must be >= 2")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
@@ -400,6 +407,8 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         options["do_sample"] = False
     else:
         options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=settings.top_k)
+        if settings.num_candidates > 1:
+            options.update(num_candidates=settings.num_candidates, mmi_weight=settings.mmi_weight)
     if settings.repetition_penalty is not None:
         options["repetition_penalty"] = settings.repetition_penalty
     if settings.guidance_scale != 1.0:
@@ -849,6 +858,7 @@ def create_app(
                 "max_tokens": settings.max_new_tokens,
                 "repetition_penalty": settings.repetition_penalty,
                 "guidance_scale": settings.guidance_scale,
+                "num_candidates": settings.num_candidates,
             },
             "limits": {
                 "max_messages": settings.max_messages,

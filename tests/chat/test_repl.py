@@ -197,6 +197,14 @@ def test_cli_options_and_transcript(model_dir, tmp_path, monkeypatch, capsys):
     assert status == 0 and capsys.readouterr().out.count("Bot: ") == 1
 
 
+def test_cli_num_candidates_reranks_sampled_replies(model_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\nHow are you?\n"))
+    argv = ["chat", "--model_path", str(model_dir), "--gpu", "cpu", "--threads", "1"]
+    argv += ["--num_candidates", "3", "--mmi_weight", "0.7", "--max_new_tokens", "5"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("Bot: ") == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -205,6 +213,9 @@ def test_cli_options_and_transcript(model_dir, tmp_path, monkeypatch, capsys):
         (["--model_path", "x", "--max_turns", "1"], "--max_turns"),
         (["--model_path", "x", "--guidance_scale", "-1"], "--guidance_scale must be >= 0"),
         (["--model_path", "x", "--guidance_scale", "2", "--num_beams", "2"], "drop --num_beams"),
+        (["--model_path", "x", "--num_candidates", "0"], "--num_candidates must be between"),
+        (["--model_path", "x", "--num_candidates", "4", "--greedy"], "drop --greedy"),
+        (["--model_path", "x", "--num_candidates", "4", "--mmi_weight", "-1"], "--mmi_weight"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv, message, capsys):

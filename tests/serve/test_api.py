@@ -569,6 +569,45 @@ def test_guidance_scale_setting_applies_to_every_request(model_dir, reference):
         ServeSettings(guidance_scale=-1)
 
 
+def test_num_candidates_setting_reranks_sampled_requests(model_dir, reference):
+    from gpt2chat.serve import ServeSettings, create_app
+
+    settings = ServeSettings(max_new_tokens=MAX_TOKENS, num_candidates=3, mmi_weight=0.7)
+    messages = [user("Hello!"), {"role": "assistant", "content": "Hi."}, user("How are you?")]
+    sampling = {"do_sample": True, "top_p": 0.8, "top_k": 0, "temperature": 1.0}
+    expected, _ = reference_reply(
+        reference,
+        messages,
+        seed=5,
+        max_new_tokens=MAX_TOKENS,
+        num_candidates=3,
+        mmi_weight=0.7,
+        **sampling,
+    )
+    with LiveServer(create_app(model_dir, settings)) as live:
+        assert httpx.get(f"{live.url}/api/settings").json()["defaults"]["num_candidates"] == 3
+        for stream in (False, True):
+            body = {"messages": messages, "seed": 5, "stream": stream}
+            response = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=60)
+            assert response.status_code == 200, response.text
+            if stream:
+                chunks = [
+                    json.loads(line[6:])
+                    for line in response.text.splitlines()
+                    if line.startswith("data: {")
+                ]
+                text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+            else:
+                text = response.json()["choices"][0]["message"]["content"]
+            assert text == expected
+        # greedy requests are not reranked (nothing to sample): still served
+        greedy = {"messages": messages, "temperature": 0}
+        response = httpx.post(f"{live.url}/v1/chat/completions", json=greedy, timeout=60)
+        assert response.status_code == 200, response.text
+    with pytest.raises(ValueError, match="num_candidates must be between 1 and 64"):
+        ServeSettings(num_candidates=0)
+
+
 # --------------------------------------------------------------------------- the CLI
 def free_port() -> int:
     with socket.socket() as sock:

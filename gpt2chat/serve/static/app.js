@@ -44,6 +44,9 @@
     if (fixed.guidance_scale !== undefined && fixed.guidance_scale !== 1) {
       parts.push(`guidance ${fixed.guidance_scale}`);
     }
+    if (fixed.num_candidates > 1 && parts[0] !== "greedy") {
+      parts.push(`best of ${fixed.num_candidates}`);
+    }
     if (d.seed !== null) parts.push(`seed ${d.seed}`);
     $("settings-summary").textContent = parts.join(" · ");
   }
