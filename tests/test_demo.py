@@ -56,6 +56,7 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
         assert not any(t in ln for t in ("<sp1>", "<sp2>", "<bos>", "<|im_end|>", "<|im_start|>"))
     assert f"gpt2chat chat --model_path {out_dir}" in text
     assert f"gpt2chat serve --model {out_dir}" in text
+    assert "--num_candidates 6 --mmi_weight 0.5" in text  # the chat settings, shown
     assert "gpt2chat train" in text
     metrics = json.loads((out_dir / DONE_FILE).read_text())
     assert metrics["steps"] == 2 and metrics["eval_examples"] == 4
@@ -103,6 +104,8 @@ def test_demo_refuses_a_foreign_output_dir(tmp_path):
         ({"data_dir": "/no/such/folder"}, "--data_dir"),
         ({"max_turns": 1}, "--max_turns"),
         ({"guidance_scale": -0.5}, "--guidance_scale must be >= 0"),
+        ({"num_candidates": 0}, "--num_candidates must be between 1"),
+        ({"mmi_weight": -1.0}, "--mmi_weight must be >= 0"),
         ({"unconditional_fraction": 1.0}, "--unconditional_fraction must be in"),
     ],
 )
@@ -228,3 +231,26 @@ def test_time_budget_callback_stops_before_the_budget_ends():
     assert not control.should_training_stop
     with pytest.raises(ValueError, match="seconds"):
         TimeBudgetCallback(-1)
+
+
+def test_the_next_commands_parse_with_the_real_cli():
+    """What the demo prints to try next (its chat settings included) is accepted by the CLIs."""
+    import shlex
+
+    from gpt2chat.cli import parse
+    from gpt2chat.cli.chat import ChatArguments
+    from gpt2chat.cli.serve import ServeArguments
+    from gpt2chat.demo import next_commands
+
+    args = DemoArguments()
+    lines = {
+        line.split("gpt2chat ", 1)[1].split()[0]: shlex.split(line.split("gpt2chat ", 1)[1])
+        for line in next_commands(args).splitlines()
+        if "gpt2chat " in line
+    }
+    (chat,) = parse((ChatArguments,), lines["chat"][1:], "gpt2chat chat", "")
+    assert chat.num_candidates == args.num_candidates and chat.mmi_weight == args.mmi_weight
+    assert chat.guidance_scale == args.guidance_scale and chat.top_p == args.top_p
+    (serve,) = parse((ServeArguments,), lines["serve"][1:], "gpt2chat serve", "")
+    assert serve.num_candidates == args.num_candidates
+    assert serve.max_new_tokens == args.max_new_tokens

@@ -190,6 +190,20 @@ class DemoArguments:
             "next-token scores given the conversation with those given none; 1 turns it off."
         },
     )
+    num_candidates: int = field(
+        default=6,
+        metadata={
+            "help": "Replies sampled per turn in chat; the one the conversation explains best is "
+            "answered (ChatSession's num_candidates: MMI reranking; 1 turns it off)."
+        },
+    )
+    mmi_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "Reranking score: log p(reply | conversation) - mmi_weight * "
+            "log p(reply | no conversation)."
+        },
+    )
 
     def __post_init__(self):
         for name in ("max_steps", "per_device_train_batch_size", "max_turns", "eval_samples"):
@@ -220,6 +234,12 @@ class DemoArguments:
             )
         if not self.guidance_scale >= 0:
             raise ValueError(f"--guidance_scale must be >= 0 (1 = off), got {self.guidance_scale}.")
+        if not isinstance(self.num_candidates, int) or not 1 <= self.num_candidates <= 64:
+            raise ValueError(
+                f"--num_candidates must be between 1 (off) and 64, got {self.num_candidates!r}."
+            )
+        if not self.mmi_weight >= 0:
+            raise ValueError(f"--mmi_weight must be >= 0, got {self.mmi_weight}.")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"--data_dir {self.data_dir}: no such folder.")
 
@@ -232,6 +252,8 @@ class DemoArguments:
             "repetition_penalty": self.repetition_penalty,
             "max_new_tokens": self.max_new_tokens,
             "guidance_scale": self.guidance_scale,
+            "num_candidates": self.num_candidates,
+            "mmi_weight": self.mmi_weight,
         }
 
 
@@ -371,7 +393,8 @@ def next_commands(args: DemoArguments) -> str:
     decoding = (
         f"--max_turns {args.max_turns} --temperature {args.temperature:g} --top_p {args.top_p:g} "
         f"--repetition_penalty {args.repetition_penalty:g} --max_new_tokens {args.max_new_tokens} "
-        f"--guidance_scale {args.guidance_scale:g}"
+        f"--guidance_scale {args.guidance_scale:g} --num_candidates {args.num_candidates} "
+        f"--mmi_weight {args.mmi_weight:g}"
     )
     return "\n".join(
         [
