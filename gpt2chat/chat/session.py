@@ -224,6 +224,22 @@ class _StopFlag:
         )
 
 
+class _EnoughEnded:
+    """A ``StoppingCriteria`` for reranking: end the batch once ``needed`` candidates have ended
+    (the others would be longer replies, which are only chosen when none ended)."""
+
+    def __init__(self, prompt_length: int, stop_ids: Sequence[int], needed: int) -> None:
+        self.prompt_length = prompt_length
+        self.stop_ids = list(stop_ids)
+        self.needed = needed
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        stops = torch.tensor(self.stop_ids, device=input_ids.device)
+        ended = torch.isin(input_ids[:, self.prompt_length :], stops).any(dim=1)
+        done = int(ended.sum()) >= self.needed
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
 class _Tee:
     """A streamer that records the time of the first generated token and forwards to another."""
 
@@ -316,8 +332,10 @@ class ChatSession:
             answer with the one the conversation explains best — maximum mutual information
             reranking (Li et al., 2016; DialoGPT's MMI step): ``log p(reply | conversation) -
             mmi_weight * log p(reply | no conversation)``. Generic replies that fit any message
-            ("What about you?") score low. ``1`` (default) is off. Needs sampling; the reply then
-            comes as one piece when streamed. The scored candidates of the last turn are in
+            ("What about you?") score low. ``1`` (default) is off. Sampling stops once half of
+            the candidates have ended (a reply still running then is longer and unfinished: it is
+            chosen only when none ended). Needs sampling; the reply comes as one piece when
+            streamed. The scored candidates of the last turn are in
             :attr:`last_candidates`.
         mmi_weight: the weight of the no-conversation log-probability in that score (``0``:
             the most likely candidate; ``1``: pointwise mutual information).
@@ -793,8 +811,12 @@ class ChatSession:
             )
         if cache is not None:
             kwargs[self._cache_kwarg] = cache
-        if stop is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
+        criteria: list = [] if stop is None else [stop]
+        if rows > 1:  # sampling ends once half of the candidates have ended
+            stop_ids = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
+            criteria.append(_EnoughEnded(len(turn.input_ids), stop_ids, (rows + 1) // 2))
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
         timer = _Tee(streamer)
