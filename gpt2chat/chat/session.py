@@ -34,6 +34,7 @@ from ..render import encode_texts, render_messages
 from ..tokens import SpeakerTokens, get_speaker_tokens
 from .decoding import GrowingKVCache, relayout_output_embeddings, sampling_processors
 from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
+from .rerank import Candidate, EnoughEnded, best_candidate, cut_at_stop, score_candidates
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -77,26 +78,6 @@ class TurnStats:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "encoded_tokens": self.encoded_tokens}
-
-
-@dataclass
-class Candidate:
-    """One sampled reply of a turn decoded with ``num_candidates > 1``, with its scores.
-
-    ``log_prob`` is ``log p(reply | conversation)`` and ``unconditional_log_prob`` is
-    ``log p(reply | no conversation)`` (the model's own distributions, temperature 1, summed over
-    the reply's tokens and its end token); ``score = log_prob - mmi_weight *
-    unconditional_log_prob``. ``ended``: the reply stopped by itself (``<eos>`` or a ``<sp1>``
-    turn) rather than at ``max_new_tokens``. The reply is the highest-scoring candidate that
-    ended (the highest of all when none did).
-    """
-
-    text: str
-    token_ids: list[int]
-    log_prob: float
-    unconditional_log_prob: float
-    score: float
-    ended: bool
 
 
 @dataclass
@@ -222,22 +203,6 @@ class _StopFlag:
         return torch.full(
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
         )
-
-
-class _EnoughEnded:
-    """A ``StoppingCriteria`` for reranking: end the batch once ``needed`` candidates have ended
-    (the others would be longer replies, which are only chosen when none ended)."""
-
-    def __init__(self, prompt_length: int, stop_ids: Sequence[int], needed: int) -> None:
-        self.prompt_length = prompt_length
-        self.stop_ids = list(stop_ids)
-        self.needed = needed
-
-    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
-        stops = torch.tensor(self.stop_ids, device=input_ids.device)
-        ended = torch.isin(input_ids[:, self.prompt_length :], stops).any(dim=1)
-        done = int(ended.sum()) >= self.needed
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 class _Tee:
@@ -814,7 +779,7 @@ class ChatSession:
         criteria: list = [] if stop is None else [stop]
         if rows > 1:  # sampling ends once half of the candidates have ended
             stop_ids = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
-            criteria.append(_EnoughEnded(len(turn.input_ids), stop_ids, (rows + 1) // 2))
+            criteria.append(EnoughEnded(len(turn.input_ids), stop_ids, (rows + 1) // 2))
         if criteria:
             kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         if processors:
@@ -841,7 +806,7 @@ class ChatSession:
                 types = turn.token_type_ids + [self.tokens.sp2_token_id] * len(generated)
                 self._cache_types = types[:held]
         if rows > 1:
-            generated = self._cut_at_stop(generated)
+            generated = cut_at_stop(generated, (self.tokens.eos_token_id, self.tokens.sp1_token_id))
             timer.first_token_time = None  # the reply comes whole, once reranked
         end = time.perf_counter()
         self.last_turn = TurnStats(
@@ -856,14 +821,6 @@ class ChatSession:
         )
         return generated
 
-    def _cut_at_stop(self, generated: Sequence[int]) -> list[int]:
-        """A batch row's reply: up to and including its first stop token (padding follows)."""
-        stops = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
-        for i, token in enumerate(generated):
-            if token in stops:
-                return list(generated[: i + 1])
-        return list(generated)
-
     def _unconditional_prompt(self) -> dict[str, list[int]]:
         """The renderer's ``<bos> [persona] <sp2>``: a reply's prompt with the conversation left
         out (context guidance and reranking contrast with it)."""
@@ -874,58 +831,26 @@ class ChatSession:
 
     def _rerank(self, turn: _Turn, sequences: torch.Tensor, logits: Sequence[torch.Tensor]) -> int:
         """Score each sampled row (see ``num_candidates``); record them; return the best row."""
-        prompt_length = len(turn.input_ids)
-        stops = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
-        replies = [self._cut_at_stop(row[prompt_length:].tolist()) for row in sequences]
-        steps = sequences[:, prompt_length:]
-        # log p(reply | conversation): generate's raw logits of every step
-        conditional = torch.stack(
-            [
-                torch.log_softmax(step.float(), dim=-1).gather(1, steps[:, i : i + 1]).squeeze(1)
-                for i, step in enumerate(logits)
-            ],
-            dim=1,
-        )
-        # log p(reply | no conversation): one batched forward, replies right-padded (causal
-        # attention: the padding after a reply does not change its positions' logits)
         empty = self._unconditional_prompt()
-        start = len(empty["input_ids"])
-        width = max(len(r) for r in replies)
-        pad = self.tokens.pad_token_id
-        ids = torch.tensor(
-            [empty["input_ids"] + r + [pad] * (width - len(r)) for r in replies],
-            device=sequences.device,
+        candidates = score_candidates(
+            self.model,
+            sequences,
+            logits,
+            prompt_length=len(turn.input_ids),
+            unconditional_ids=empty["input_ids"],
+            unconditional_token_type_ids=empty["token_type_ids"]
+            if self.use_token_type_ids
+            else None,
+            reply_token_type=self.tokens.sp2_token_id,
+            stop_ids=(self.tokens.eos_token_id, self.tokens.sp1_token_id),
+            pad_token_id=self.tokens.pad_token_id,
+            mmi_weight=self.mmi_weight,
+            decode=self._decode_reply,
         )
-        kwargs: dict[str, Any] = {"use_cache": False}
-        if self.use_token_type_ids:
-            reply_types = [self.tokens.sp2_token_id] * width
-            kwargs["token_type_ids"] = torch.tensor(
-                [empty["token_type_ids"] + reply_types] * len(replies), device=sequences.device
-            )
-        out = self.model(ids, **kwargs).logits[:, start - 1 : -1].float()
-        unconditional = torch.log_softmax(out, dim=-1).gather(2, ids[:, start:, None]).squeeze(2)
-        candidates = []
-        for row, reply in enumerate(replies):
-            n = len(reply)
-            cond = float(conditional[row, :n].sum())
-            uncond = float(unconditional[row, :n].sum())
-            candidates.append(
-                Candidate(
-                    text=self._decode_reply(reply),
-                    token_ids=reply,
-                    log_prob=cond,
-                    unconditional_log_prob=uncond,
-                    score=cond - self.mmi_weight * uncond,
-                    ended=bool(reply) and reply[-1] in stops,
-                )
-            )
         self.last_candidates = candidates
-        # a reply cut off by max_new_tokens is unfinished: chosen only when none ended
-        best = max(range(len(candidates)), key=lambda i: (candidates[i].ended, candidates[i].score))
+        best = best_candidate(candidates)
         logger.debug(
-            "candidates (best %d): %s",
-            best,
-            [(round(c.score, 2), c.text) for c in candidates],
+            "candidates (best %d): %s", best, [(round(c.score, 2), c.text) for c in candidates]
         )
         return best
 

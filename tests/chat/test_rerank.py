@@ -134,9 +134,9 @@ def test_bad_candidate_options_are_refused(gpt2, tok, options, match):
 
 
 def test_sampling_candidates_stops_once_half_of_them_ended():
-    from gpt2chat.chat.session import _EnoughEnded
+    from gpt2chat.chat.rerank import EnoughEnded
 
-    criterion = _EnoughEnded(prompt_length=2, stop_ids=[9, 8], needed=2)
+    criterion = EnoughEnded(prompt_length=2, stop_ids=[9, 8], needed=2)
     running = torch.tensor([[1, 9, 5, 6], [1, 2, 9, 6], [1, 2, 3, 4]])  # a 9 in a prompt: ignored
     assert not criterion(running).any()
     one = torch.tensor([[1, 1, 5, 9], [1, 2, 3, 6], [1, 2, 3, 4]])

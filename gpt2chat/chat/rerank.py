@@ -1,0 +1,136 @@
+"""Maximum-mutual-information reranking of sampled replies (``ChatSession(num_candidates=N)``).
+
+A briefly fine-tuned small model often answers a statement with a reply that would fit any
+message ("What about you?"). Sampling several replies and keeping the one the conversation
+explains best — ``log p(reply | conversation) - mmi_weight * log p(reply | no conversation)``,
+the MMI-antiLM objective of Li et al. (2016), as in DialoGPT's reranking step — prefers replies
+about what was said. The conditional term comes from ``generate``'s raw logits; the
+no-conversation term from one batched forward pass over ``<bos> [persona] <sp2> reply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Candidate", "EnoughEnded", "best_candidate", "cut_at_stop", "score_candidates"]
+
+
+@dataclass
+class Candidate:
+    """One sampled reply of a turn decoded with ``num_candidates > 1``, with its scores.
+
+    ``log_prob`` is ``log p(reply | conversation)`` and ``unconditional_log_prob`` is
+    ``log p(reply | no conversation)`` (the model's own distributions, temperature 1, summed over
+    the reply's tokens and its end token); ``score = log_prob - mmi_weight *
+    unconditional_log_prob``. ``ended``: the reply stopped by itself (``<eos>`` or a ``<sp1>``
+    turn) rather than at ``max_new_tokens``. The reply is the highest-scoring candidate that
+    ended (the highest of all when none did).
+    """
+
+    text: str
+    token_ids: list[int]
+    log_prob: float
+    unconditional_log_prob: float
+    score: float
+    ended: bool
+
+
+class EnoughEnded:
+    """A ``StoppingCriteria`` for reranking: end the batch once ``needed`` candidates have ended
+    (the others would be longer replies, which are only chosen when none ended)."""
+
+    def __init__(self, prompt_length: int, stop_ids: Sequence[int], needed: int) -> None:
+        self.prompt_length = prompt_length
+        self.stop_ids = list(stop_ids)
+        self.needed = needed
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        stops = torch.tensor(self.stop_ids, device=input_ids.device)
+        ended = torch.isin(input_ids[:, self.prompt_length :], stops).any(dim=1)
+        done = int(ended.sum()) >= self.needed
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
+    """A batch row's reply: up to and including its first stop token (padding follows it)."""
+    for i, token in enumerate(generated):
+        if token in stop_ids:
+            return list(generated[: i + 1])
+    return list(generated)
+
+
+def score_candidates(
+    model,
+    sequences: torch.Tensor,
+    logits: Sequence[torch.Tensor],
+    *,
+    prompt_length: int,
+    unconditional_ids: Sequence[int],
+    unconditional_token_type_ids: Sequence[int] | None,
+    reply_token_type: int,
+    stop_ids: Sequence[int],
+    pad_token_id: int,
+    mmi_weight: float,
+    decode: Callable[[list[int]], str],
+) -> list[Candidate]:
+    """Score the rows ``generate`` sampled from one prompt.
+
+    Args:
+        model: the model that generated them (runs the no-conversation pass).
+        sequences: ``(rows, prompt_length + steps)``, generate's output sequences.
+        logits: generate's raw logits, one ``(rows, vocab)`` tensor per step.
+        prompt_length: length of the (shared) prompt.
+        unconditional_ids: the no-conversation prompt (``<bos> [persona] <sp2>``).
+        unconditional_token_type_ids: its token types (models that take them), else ``None``.
+        reply_token_type: the token type of reply tokens.
+        stop_ids: tokens that end a reply (``<eos>``, ``<sp1>``).
+        pad_token_id: what generate put after a finished row.
+        mmi_weight: ``λ`` in ``log p(r | c) - λ log p(r | no conversation)``.
+        decode: turns a reply's ids into its text.
+    """
+    replies = [cut_at_stop(row[prompt_length:].tolist(), stop_ids) for row in sequences]
+    steps = sequences[:, prompt_length:]
+    conditional = torch.stack(
+        [
+            torch.log_softmax(step.float(), dim=-1).gather(1, steps[:, i : i + 1]).squeeze(1)
+            for i, step in enumerate(logits)
+        ],
+        dim=1,
+    )
+    # Replies right-padded: causal attention keeps a reply's positions independent of the padding.
+    start = len(unconditional_ids)
+    width = max(len(r) for r in replies)
+    ids = torch.tensor(
+        [list(unconditional_ids) + r + [pad_token_id] * (width - len(r)) for r in replies],
+        device=sequences.device,
+    )
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if unconditional_token_type_ids is not None:
+        types = list(unconditional_token_type_ids) + [reply_token_type] * width
+        kwargs["token_type_ids"] = torch.tensor([types] * len(replies), device=sequences.device)
+    out = model(ids, **kwargs).logits[:, start - 1 : -1].float()
+    unconditional = torch.log_softmax(out, dim=-1).gather(2, ids[:, start:, None]).squeeze(2)
+    candidates = []
+    for row, reply in enumerate(replies):
+        cond = float(conditional[row, : len(reply)].sum())
+        uncond = float(unconditional[row, : len(reply)].sum())
+        candidates.append(
+            Candidate(
+                text=decode(reply),
+                token_ids=reply,
+                log_prob=cond,
+                unconditional_log_prob=uncond,
+                score=cond - mmi_weight * uncond,
+                ended=bool(reply) and reply[-1] in stop_ids,
+            )
+        )
+    return candidates
+
+
+def best_candidate(candidates: Sequence[Candidate]) -> int:
+    """The index of the reply: the best score among those that ended (of all when none did)."""
+    return max(range(len(candidates)), key=lambda i: (candidates[i].ended, candidates[i].score))
