@@ -86,6 +86,14 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
     assert "Reusing the demo model" in second.stdout
     assert "Fine-tuning" not in second.stdout
 
+    # The chat's sampling seed is fresh each run and printed; --chat_seed replays the replies.
+    seed = int(text.split("(sampling seed ", 1)[1].split(";", 1)[0])
+    replay_args = ["--output_dir", str(out_dir), "--chat_seed", str(seed), "--max_new_tokens", "12"]
+    replay = _demo(replay_args, tmp_path)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    replayed = [ln for ln in replay.stdout.splitlines() if ln.startswith("Bot:")]
+    assert replayed == bot_lines
+
 
 def test_demo_refuses_a_foreign_output_dir(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")

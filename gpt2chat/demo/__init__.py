@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import random
 import re
 import sys
 import time
@@ -168,7 +169,16 @@ class DemoArguments:
             "choices": ["auto", "true", "false"],
         },
     )
-    seed: int = field(default=42, metadata={"help": "Seed of the data order and of sampling."})
+    seed: int = field(
+        default=42, metadata={"help": "Seed of the training run (data order, initialisation)."}
+    )
+    chat_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the chat's sampling. Default: a fresh one each run (replies differ "
+            "from run to run); it is printed, and --chat_seed with it replays the same replies."
+        },
+    )
     chat: str = field(
         default="auto",
         metadata={
@@ -378,7 +388,10 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
 
 
 def _play_script(session: ChatSession, out: TextIO) -> list[dict[str, str]]:
-    out.write("\nA scripted conversation with the demo model:\n\n")
+    out.write(
+        f"\nA scripted conversation with the demo model (sampling seed {session.seed}; "
+        f"--chat_seed {session.seed} replays it):\n\n"
+    )
     for line in DEMO_SCRIPT:
         out.write(f"You: {line}\n")
         reply = session.send(line)
@@ -461,17 +474,20 @@ def run_demo(
     if mode == "auto":
         mode = "repl" if getattr(input_stream, "isatty", lambda: False)() else "script"
     if mode != "none":
+        chat_seed = args.chat_seed
+        if chat_seed is None:  # a fresh seed per run: replies differ, and can be replayed
+            chat_seed = random.SystemRandom().randrange(1, 100_000)
         session = ChatSession.from_pretrained(
             output_dir,
             device="cpu",
-            seed=args.seed,
+            seed=chat_seed,
             max_turns=args.max_turns,  # the history window the model was trained with
             **args.generation_options,
         )
         if mode == "script":
             result.transcript = _play_script(session, out)
         else:
-            out.write("\nChat with the demo model:\n")
+            out.write(f"\nChat with the demo model (sampling seed {chat_seed}):\n")
             run_repl(session, input_stream=input_stream, output=out)
     out.write(next_commands(args))
     out.flush()
