@@ -15,8 +15,8 @@ Three things, each motivated by the ``chat`` benchmark (``benchmarks/NOTES.md``)
   ``GenerationConfig`` (temperature, top-k, top-p, min-p, typical, epsilon, eta; same order),
   built by the session instead, so that its own processors (context guidance) can run *after*
   them: ``generate`` merges user processors before its warpers. Top-p is
-  :class:`FastTopPLogitsWarper`: the same nucleus without sorting the whole vocabulary when the
-  top few hundred tokens already hold it.
+  :class:`FastTopPLogitsWarper`: the same nucleus without sorting the whole vocabulary (a
+  ``topk`` when the top 256 tokens hold it, value buckets when the distribution is flat).
 """
 
 from __future__ import annotations
