@@ -5,8 +5,8 @@ Run ``.venv/bin/python -m benchmarks.chat`` (``--quick`` for a tiny smoke run). 
 * tokens/s of a reply at a ~200-token context on the GPT-2 124M architecture (random weights):
   the seed's loop (the whole sequence recomputed for every new token, no KV cache, top-p with
   softmax / sort / cumsum) and ``ChatSession`` (``model.generate`` with its KV cache) in a few
-  settings (growing / static cache, LM-head re-layout on / off, fp32 / bf16), each also as a share of the memory-bandwidth
-  bound (weight bytes read per token / measured copy bandwidth);
+  settings (growing / static cache, LM-head re-layout on / off, fp32 / bf16), each also as a
+  share of the memory-bandwidth bound (weight bytes read per token / measured copy bandwidth);
 * the time to the first token at turns 1, 5 and 10 of a scripted conversation with
   ``max_turns=20`` (the window does not slide, so the prefix cache works), with and without it;
 * last, one line: the ratio of ChatSession's tokens/s (default settings) to the seed loop's.

@@ -361,6 +361,7 @@ class ChatSession:
             )
         self.model = model
         self.tokenizer = tokenizer
+        self._stop_ids = (self.tokens.eos_token_id, self.tokens.sp1_token_id)  # end a reply
         self.max_turns = max_turns
         self.prefix_cache = bool(prefix_cache)
         self.compile = bool(compile)
@@ -406,9 +407,11 @@ class ChatSession:
                 "`num_candidates` > 1 decodes a batch, which the static cache (and compile) "
                 "here does not: use cache_implementation='dynamic' or num_candidates=1."
             )
-        if isinstance(mmi_weight, bool) or not isinstance(mmi_weight, (int, float)):
-            raise ValueError(f"`mmi_weight` must be a number >= 0, got {mmi_weight!r}.")
-        if not mmi_weight >= 0:
+        if (
+            isinstance(mmi_weight, bool)
+            or not isinstance(mmi_weight, (int, float))
+            or not mmi_weight >= 0
+        ):
             raise ValueError(f"`mmi_weight` must be a number >= 0, got {mmi_weight!r}.")
         self.num_candidates = num_candidates
         self.mmi_weight = float(mmi_weight)
@@ -535,7 +538,7 @@ class ChatSession:
                 "do_sample=False)."
             )
         values.update(
-            eos_token_id=[self.tokens.eos_token_id, self.tokens.sp1_token_id],
+            eos_token_id=list(self._stop_ids),
             pad_token_id=self.tokens.pad_token_id,
             bos_token_id=self.tokens.bos_token_id,
             use_cache=True,
@@ -778,8 +781,7 @@ class ChatSession:
             kwargs[self._cache_kwarg] = cache
         criteria: list = [] if stop is None else [stop]
         if rows > 1:  # sampling ends once half of the candidates have ended
-            stop_ids = (self.tokens.eos_token_id, self.tokens.sp1_token_id)
-            criteria.append(EnoughEnded(len(turn.input_ids), stop_ids, (rows + 1) // 2))
+            criteria.append(EnoughEnded(len(turn.input_ids), self._stop_ids, (rows + 1) // 2))
         if criteria:
             kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         if processors:
@@ -806,7 +808,7 @@ class ChatSession:
                 types = turn.token_type_ids + [self.tokens.sp2_token_id] * len(generated)
                 self._cache_types = types[:held]
         if rows > 1:
-            generated = cut_at_stop(generated, (self.tokens.eos_token_id, self.tokens.sp1_token_id))
+            generated = cut_at_stop(generated, self._stop_ids)
             timer.first_token_time = None  # the reply comes whole, once reranked
         end = time.perf_counter()
         self.last_turn = TurnStats(
@@ -821,28 +823,31 @@ class ChatSession:
         )
         return generated
 
-    def _unconditional_prompt(self) -> dict[str, list[int]]:
-        """The renderer's ``<bos> [persona] <sp2>``: a reply's prompt with the conversation left
-        out (context guidance and reranking contrast with it)."""
+    def _unconditional_prompt(self) -> dict[str, Any]:
+        """The no-conversation side that context guidance and reranking contrast with, as their
+        keyword arguments: the renderer's ``<bos> [persona] <sp2>`` (a reply's prompt with the
+        conversation left out), its token types for models that take them, the reply's type."""
         system = [{"role": "system", "content": self._persona}] if self._persona else []
-        return render_messages(
+        empty = render_messages(
             system, self.tokenizer, tokens=self.tokens, add_generation_prompt=True
         )
+        return {
+            "unconditional_ids": empty["input_ids"],
+            "unconditional_token_type_ids": empty["token_type_ids"]
+            if self.use_token_type_ids
+            else None,
+            "reply_token_type": self.tokens.sp2_token_id,
+        }
 
     def _rerank(self, turn: _Turn, sequences: torch.Tensor, logits: Sequence[torch.Tensor]) -> int:
         """Score each sampled row (see ``num_candidates``); record them; return the best row."""
-        empty = self._unconditional_prompt()
         candidates = score_candidates(
             self.model,
             sequences,
             logits,
             prompt_length=len(turn.input_ids),
-            unconditional_ids=empty["input_ids"],
-            unconditional_token_type_ids=empty["token_type_ids"]
-            if self.use_token_type_ids
-            else None,
-            reply_token_type=self.tokens.sp2_token_id,
-            stop_ids=(self.tokens.eos_token_id, self.tokens.sp1_token_id),
+            **self._unconditional_prompt(),
+            stop_ids=self._stop_ids,
             pad_token_id=self.tokens.pad_token_id,
             mmi_weight=self.mmi_weight,
             decode=self._decode_reply,
@@ -857,24 +862,19 @@ class ChatSession:
     def _guidance(self, turn: _Turn) -> ContextGuidanceLogitsProcessor:
         """The context-guidance processor of a turn: its unconditional prompt is the renderer's
         ``<bos> [persona] <sp2>`` (the conversation left out)."""
-        empty = self._unconditional_prompt()
         config = self.generation_config
         return ContextGuidanceLogitsProcessor(
             self.model,
             self.guidance_scale,
             prompt_length=len(turn.input_ids),
-            unconditional_ids=empty["input_ids"],
-            unconditional_token_type_ids=empty["token_type_ids"]
-            if self.use_token_type_ids
-            else None,
-            reply_token_type=self.tokens.sp2_token_id,
+            **self._unconditional_prompt(),
             temperature=(config.temperature or 1.0) if config.do_sample else 1.0,
             cache_kwarg=self._cache_kwarg,
         )
 
     def _decode_reply(self, generated: Sequence[int]) -> str:
         ids = list(generated)
-        if ids and ids[-1] in (self.tokens.eos_token_id, self.tokens.sp1_token_id):
+        if ids and ids[-1] in self._stop_ids:
             ids = ids[:-1]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
