@@ -1,6 +1,6 @@
 """gpt2chat: fine-tune GPT-2 (or any causal LM) into a multi-turn chatbot, the Hugging Face way."""
 
-from .chat import ChatSession
+from .chat import ChatSession, ChatSettings
 from .collator import DialogueCollator
 from .data import available_datasets, load_dialogues, register_dataset
 from .evaluation import EvalReport, evaluate_model
@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChatSession",
+    "ChatSettings",
     "DatasetStats",
     "DialogueCollator",
     "DialogueTrainer",

@@ -56,8 +56,13 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
         assert not any(t in ln for t in ("<sp1>", "<sp2>", "<bos>", "<|im_end|>", "<|im_start|>"))
     assert f"gpt2chat chat --model_path {out_dir}" in text
     assert f"gpt2chat serve --model {out_dir}" in text
-    assert "--num_candidates 6 --mmi_weight 0.5" in text  # the chat settings, shown
+    assert "chat_config.json" in text  # where the next commands' decoding settings live
     assert "gpt2chat train" in text
+    from gpt2chat import ChatSettings
+
+    # The chat settings the transcript was made with are saved with the model.
+    fast_args = DemoArguments(output_dir=str(out_dir), max_new_tokens=12)
+    assert ChatSettings.from_pretrained(out_dir) == fast_args.chat_settings
     metrics = json.loads((out_dir / DONE_FILE).read_text())
     assert metrics["steps"] == 2 and metrics["eval_examples"] == 4
     assert metrics["perplexity_before"] > 1 and metrics["perplexity_after"] > 1
@@ -242,7 +247,8 @@ def test_time_budget_callback_stops_before_the_budget_ends():
 
 
 def test_the_next_commands_parse_with_the_real_cli():
-    """What the demo prints to try next (its chat settings included) is accepted by the CLIs."""
+    """What the demo prints to try next is accepted by the CLIs and, flag-free, leaves the decoding
+    to the chat_config.json the demo saves: the demo's chat settings."""
     import shlex
 
     from gpt2chat.cli import parse
@@ -257,8 +263,14 @@ def test_the_next_commands_parse_with_the_real_cli():
         if "gpt2chat " in line
     }
     (chat,) = parse((ChatArguments,), lines["chat"][1:], "gpt2chat chat", "")
-    assert chat.num_candidates == args.num_candidates and chat.mmi_weight == args.mmi_weight
-    assert chat.guidance_scale == args.guidance_scale and chat.top_p == args.top_p
+    assert chat.model_path == args.output_dir and chat.chat_config
+    assert args.chat_settings.under(chat.generation_options()) == (
+        args.chat_settings.session_kwargs()
+    )
     (serve,) = parse((ServeArguments,), lines["serve"][1:], "gpt2chat serve", "")
-    assert serve.num_candidates == args.num_candidates
-    assert serve.max_new_tokens == args.max_new_tokens
+    resolved = serve.settings().with_chat_settings(args.chat_settings)
+    assert (resolved.num_candidates, resolved.mmi_weight) == (args.num_candidates, args.mmi_weight)
+    assert (resolved.temperature, resolved.top_p) == (args.temperature, args.top_p)
+    assert (resolved.max_new_tokens, resolved.max_turns) == (args.max_new_tokens, args.max_turns)
+    assert resolved.guidance_scale == args.guidance_scale
+    assert resolved.repetition_penalty == args.repetition_penalty

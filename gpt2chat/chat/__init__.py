@@ -2,11 +2,14 @@
 
 from .repl import run_repl
 from .session import DEFAULT_GENERATION_OPTIONS, Candidate, ChatSession, TurnStats, resolve_dtype
+from .settings import CHAT_CONFIG_NAME, ChatSettings
 
 __all__ = [
+    "CHAT_CONFIG_NAME",
     "DEFAULT_GENERATION_OPTIONS",
     "Candidate",
     "ChatSession",
+    "ChatSettings",
     "TurnStats",
     "resolve_dtype",
     "run_repl",

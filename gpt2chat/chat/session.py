@@ -35,6 +35,7 @@ from ..tokens import SpeakerTokens, get_speaker_tokens
 from .decoding import GrowingKVCache, relayout_output_embeddings, sampling_processors
 from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
 from .rerank import Candidate, EnoughEnded, best_candidate, cut_at_stop, score_candidates
+from .settings import ChatSettings
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -443,9 +444,13 @@ class ChatSession:
         tokenizer: str | PreTrainedTokenizerBase | None = None,
         merge_adapter: bool = True,
         add_tokens: bool = False,
+        chat_config: bool = True,
         **session_kwargs: Any,
     ) -> ChatSession:
         """Load a fine-tuned model and its tokenizer and start a session.
+
+        The decoding settings saved with the model (``chat_config.json``, see
+        :class:`~gpt2chat.ChatSettings`) are the defaults; the keyword arguments given here win.
 
         Args:
             path_or_hub_id: a folder written by ``save_pretrained`` (model + tokenizer with the
@@ -458,6 +463,8 @@ class ChatSession:
             merge_adapter: merge a LoRA adapter into the base weights (faster decoding).
             add_tokens: call :func:`gpt2chat.add_speaker_tokens` when the tokenizer has none
                 (chat with a base model that was never fine-tuned; its replies will be poor).
+            chat_config: use the model's ``chat_config.json`` when it has one (``False``: the
+                library's defaults, as for a model without one).
             **session_kwargs: passed to :class:`ChatSession` (``max_turns``, ``top_p``, ...).
         """
         from ..tokens import CONFIG_KEY, add_speaker_tokens, load_tokenizer
@@ -487,6 +494,10 @@ class ChatSession:
             sum(p.numel() for p in model.parameters()) / 1e6,
         )
         session_kwargs.setdefault("fast_lm_head", True)  # the session owns the model it loaded
+        saved = ChatSettings.from_pretrained(path if adapter else name) if chat_config else None
+        if saved is not None:
+            logger.info("Chat settings saved with the model: %s", saved.to_dict())
+            session_kwargs = saved.under(session_kwargs)
         return cls(model, tokenizer, **session_kwargs)
 
     def _build_generation_config(self, base, options: dict[str, Any]) -> GenerationConfig:

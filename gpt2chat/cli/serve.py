@@ -50,39 +50,59 @@ class ServeArguments:
     max_tokens_limit: int = field(
         default=512, metadata={"help": "Largest max_tokens a request may ask for."}
     )
-    max_new_tokens: int = field(
-        default=64, metadata={"help": "Reply length when a request gives no max_tokens."}
-    )
-    temperature: float = field(
-        default=1.0, metadata={"help": "Default sampling temperature (0: greedy decoding)."}
-    )
-    top_p: float = field(default=0.8, metadata={"help": "Default nucleus sampling probability."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling for every request (0: off)."})
-    repetition_penalty: float | None = field(
-        default=None, metadata={"help": "Penalty (> 1) for tokens already in the context."}
-    )
-    guidance_scale: float = field(
-        default=1.0,
+    max_new_tokens: int | None = field(
+        default=None,
         metadata={
-            "help": "Context guidance for every request: contrast the reply's scores given the "
-            "conversation with those given none (1: off; 1.2-1.5 for small models)."
+            "help": "Reply length when a request gives no max_tokens. Default, for this and the "
+            "decoding options below: the model's chat_config.json, else the value in "
+            "brackets. [64]"
         },
     )
-    num_candidates: int = field(
-        default=1,
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "Default sampling temperature (0: greedy decoding). [1.0]"},
+    )
+    top_p: float | None = field(
+        default=None, metadata={"help": "Default nucleus sampling probability. [0.8]"}
+    )
+    top_k: int | None = field(
+        default=None, metadata={"help": "Top-k sampling for every request (0: off). [0]"}
+    )
+    repetition_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Penalty (> 1) for tokens already in the context. [off]"},
+    )
+    guidance_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Context guidance for every request: contrast the reply's scores given the "
+            "conversation with those given none (1: off; 1.2-1.5 for small models). [1]"
+        },
+    )
+    num_candidates: int | None = field(
+        default=None,
         metadata={
             "help": "For sampled requests: sample this many replies side by side and answer with "
             "the one the conversation explains best (MMI reranking; 1: off). Streams then send "
-            "the reply as one chunk."
+            "the reply as one chunk. [1]"
         },
     )
-    mmi_weight: float = field(
-        default=0.5,
-        metadata={"help": "With --num_candidates: the weight of log p(reply | no conversation)."},
+    mmi_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "With --num_candidates: the weight of log p(reply | no conversation). [0.5]"
+        },
     )
-    max_turns: int = field(
-        default=5,
-        metadata={"help": "Utterances per exchange, the reply included (as in training)."},
+    max_turns: int | None = field(
+        default=None,
+        metadata={"help": "Utterances per exchange, the reply included (as in training). [5]"},
+    )
+    chat_config: bool = field(
+        default=True,
+        metadata={
+            "help": "Use the decoding settings saved with the model (chat_config.json) as the "
+            "defaults (--no_chat_config: the values in brackets)."
+        },
     )
     persona: str | None = field(
         default=None,
@@ -131,6 +151,7 @@ class ServeArguments:
             num_candidates=self.num_candidates,
             mmi_weight=self.mmi_weight,
             max_turns=self.max_turns,
+            chat_config=self.chat_config,
             persona=self.persona,
             max_len=self.max_len,
             device=self.device,

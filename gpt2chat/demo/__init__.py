@@ -34,6 +34,7 @@ from .data import load_data as _load_data
 
 if TYPE_CHECKING:
     from ..chat import ChatSession
+    from ..chat.settings import ChatSettings
 
 logger = logging.getLogger(__name__)
 
@@ -254,17 +255,21 @@ class DemoArguments:
             raise ValueError(f"--data_dir {self.data_dir}: no such folder.")
 
     @property
-    def generation_options(self) -> dict[str, Any]:
-        return {
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-            "max_new_tokens": self.max_new_tokens,
-            "guidance_scale": self.guidance_scale,
-            "num_candidates": self.num_candidates,
-            "mmi_weight": self.mmi_weight,
-        }
+    def chat_settings(self) -> ChatSettings:
+        """The chat's decoding settings, as saved in the model folder's ``chat_config.json``."""
+        from ..chat.settings import ChatSettings
+
+        return ChatSettings(
+            max_turns=self.max_turns,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            max_new_tokens=self.max_new_tokens,
+            guidance_scale=self.guidance_scale,
+            num_candidates=self.num_candidates,
+            mmi_weight=self.mmi_weight,
+        )
 
 
 @dataclass
@@ -403,18 +408,13 @@ def _play_script(session: ChatSession, out: TextIO) -> list[dict[str, str]]:
 def next_commands(args: DemoArguments) -> str:
     """The three commands to try next (chat, serve, train on your own data)."""
     path = args.output_dir
-    decoding = (
-        f"--max_turns {args.max_turns} --temperature {args.temperature:g} --top_p {args.top_p:g} "
-        f"--repetition_penalty {args.repetition_penalty:g} --max_new_tokens {args.max_new_tokens} "
-        f"--guidance_scale {args.guidance_scale:g} --num_candidates {args.num_candidates} "
-        f"--mmi_weight {args.mmi_weight:g}"
-    )
     return "\n".join(
         [
             "",
-            "Next:",
-            f"  chat in the terminal:    gpt2chat chat --model_path {path} {decoding}",
-            f"  API + web page:          gpt2chat serve --model {path} {decoding}",
+            f"Next (both decode with the settings saved in {path}/chat_config.json;",
+            "a flag such as --temperature 0.9 overrides one):",
+            f"  chat in the terminal:    gpt2chat chat --model_path {path}",
+            f"  API + web page:          gpt2chat serve --model {path}",
             "                           (then open http://127.0.0.1:8000)",
             f"  train on your own data:  gpt2chat train --model_name_or_path {path} "
             "--datasets jsonl --data_dir my_dialogues.jsonl --output_dir my-bot",
@@ -469,6 +469,7 @@ def run_demo(
     # Chat with the history window the saved model was trained with.
     trained_turns = metrics.get("settings", {}).get("max_turns", args.max_turns)
     args = replace(args, max_turns=trained_turns)
+    args.chat_settings.save_pretrained(output_dir)  # what `gpt2chat chat` / `serve` will use
     result = DemoResult(str(output_dir), trained, metrics)
     mode = args.chat
     if mode == "auto":
@@ -480,9 +481,7 @@ def run_demo(
         session = ChatSession.from_pretrained(
             output_dir,
             device="cpu",
-            seed=chat_seed,
-            max_turns=args.max_turns,  # the history window the model was trained with
-            **args.generation_options,
+            seed=chat_seed,  # the decoding settings: the chat_config.json just saved
         )
         if mode == "script":
             result.transcript = _play_script(session, out)

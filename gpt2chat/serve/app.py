@@ -36,7 +36,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from ..chat.session import ChatSession
+from ..chat.settings import ChatSettings
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -75,6 +76,18 @@ _PAGE_HEADERS = {
 
 
 # --------------------------------------------------------------------------- settings
+#: The decoding defaults of a model without ``chat_config.json`` (ChatSettings' defaults).
+_SERVE_DEFAULTS: dict[str, Any] = {
+    "temperature": ChatSettings.temperature,
+    "top_p": ChatSettings.top_p,
+    "top_k": ChatSettings.top_k,
+    "guidance_scale": ChatSettings.guidance_scale,
+    "num_candidates": ChatSettings.num_candidates,
+    "mmi_weight": ChatSettings.mmi_weight,
+    "max_turns": ChatSettings.max_turns,
+}
+
+
 @dataclass
 class ServeSettings:
     """What the server allows and the decoding it uses when a request does not say.
@@ -98,6 +111,11 @@ class ServeSettings:
             (``ChatSession``'s ``num_candidates``; ``1``: off); streams send the reply whole.
         mmi_weight: ``ChatSession``'s ``mmi_weight`` for that reranking.
         max_turns: utterances per exchange, the reply included, as in training.
+        chat_config: fill the decoding values left at ``None`` above (``max_new_tokens`` to
+            ``max_turns``) from the model's ``chat_config.json`` (:class:`~gpt2chat.ChatSettings`),
+            else from the library defaults (64 tokens, temperature 1, top-p 0.8, top-k off, no
+            repetition penalty, guidance 1, 1 candidate, mmi weight 0.5, 5 turns). ``False``:
+            the library defaults only.
         persona: persona used when a request has no ``system`` message / ``persona``.
         max_len: context size to fit prompt + reply in (default: the model's).
         device: where to load the model (``auto``: CUDA when available).
@@ -111,15 +129,16 @@ class ServeSettings:
     max_messages: int = 100
     max_chars: int = 32_000
     max_tokens_limit: int = 512
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 0.8
-    top_k: int = 0
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
     repetition_penalty: float | None = None
-    guidance_scale: float = 1.0
-    num_candidates: int = 1
-    mmi_weight: float = 0.5
-    max_turns: int = 5
+    guidance_scale: float | None = None
+    num_candidates: int | None = None
+    mmi_weight: float | None = None
+    max_turns: int | None = None
+    chat_config: bool = True
     persona: str | None = None
     max_len: int | None = None
     device: str | None = None
@@ -130,28 +149,50 @@ class ServeSettings:
             if not ok:
                 raise ValueError(f"--{what}")
 
+        def given(name: str) -> Any:
+            value = getattr(self, name)
+            return value if value is not None else _SERVE_DEFAULTS[name]
+
         need(1 <= self.max_concurrency <= 256, "max_concurrency must be between 1 and 256")
         need(self.max_queue >= 0, "max_queue must be >= 0")
         need(self.max_messages >= 1, "max_messages must be >= 1")
         need(self.max_chars >= 1, "max_chars must be >= 1")
         need(self.max_tokens_limit >= 1, "max_tokens_limit must be >= 1")
         need(
-            1 <= self.max_new_tokens <= self.max_tokens_limit,
+            self.max_new_tokens is None or 1 <= self.max_new_tokens <= self.max_tokens_limit,
             f"max_new_tokens must be between 1 and max_tokens_limit={self.max_tokens_limit}",
         )
-        need(0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2")
-        need(0.0 <= self.top_p <= 1.0, "top_p must be between 0 and 1")
-        need(self.top_k >= 0, "top_k must be >= 0")
+        need(0.0 <= given("temperature") <= 2.0, "temperature must be between 0 and 2")
+        need(0.0 <= given("top_p") <= 1.0, "top_p must be between 0 and 1")
+        need(given("top_k") >= 0, "top_k must be >= 0")
         need(
             self.repetition_penalty is None or self.repetition_penalty > 0,
             "repetition_penalty must be > 0",
         )
-        need(0.0 <= self.guidance_scale <= 10.0, "guidance_scale must be between 0 and 10")
-        need(1 <= self.num_candidates <= 64, "num_candidates must be between 1 and 64")
-        need(self.mmi_weight >= 0.0, "mmi_weight must be >= 0")
-        need(self.max_turns >= 2, "max_turns must be >= 2")
+        need(0.0 <= given("guidance_scale") <= 10.0, "guidance_scale must be between 0 and 10")
+        need(1 <= given("num_candidates") <= 64, "num_candidates must be between 1 and 64")
+        need(given("mmi_weight") >= 0.0, "mmi_weight must be >= 0")
+        need(given("max_turns") >= 2, "max_turns must be >= 2")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
+
+    def with_chat_settings(self, saved: ChatSettings | None) -> ServeSettings:
+        """These settings with every decoding value left at ``None`` taken from ``saved`` (the
+        model's ``chat_config.json``), else from the library defaults."""
+        chat = saved if saved is not None and self.chat_config else ChatSettings()
+        values = {
+            "max_new_tokens": min(chat.max_new_tokens, self.max_tokens_limit),
+            "temperature": chat.temperature if chat.do_sample else 0.0,
+            "top_p": chat.top_p,
+            "top_k": chat.top_k,
+            "repetition_penalty": chat.repetition_penalty,
+            "guidance_scale": chat.guidance_scale,
+            "num_candidates": chat.num_candidates,
+            "mmi_weight": chat.mmi_weight,
+            "max_turns": chat.max_turns,
+        }
+        missing = {k: v for k, v in values.items() if getattr(self, k) is None}
+        return replace(self, **missing) if missing else self
 
     @property
     def max_body_bytes(self) -> int:
@@ -247,6 +288,7 @@ def _number(
 
 
 def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
+    settings = settings.with_chat_settings(None)  # no-op for the app's (resolved) settings
     """Check a decoded JSON body and turn it into a :class:`ChatRequest`.
 
     Raises:
@@ -735,8 +777,8 @@ def _load(
             str(model),
             device=settings.device,
             dtype=settings.dtype,
-            max_turns=settings.max_turns,
             max_len=settings.max_len,
+            chat_config=False,  # the settings decide the decoding (see create_app)
         )
         name = str(model)
     name = settings.model_name or Path(str(name).rstrip("/")).name or "gpt2chat"
@@ -768,6 +810,10 @@ def create_app(
     """
     settings = settings or ServeSettings()
     template, name = _load(model, settings)
+    saved = None
+    if settings.chat_config and not isinstance(model, ChatSession):
+        saved = ChatSettings.from_pretrained(str(model))
+    settings = settings.with_chat_settings(saved)
     engine = ChatEngine(
         template.model,
         template.tokenizer,

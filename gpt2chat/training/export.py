@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..chat.settings import ChatSettings
 from .arguments import ModelArguments
 from .modeling import is_adapter_dir, load_model, load_tokenizer_for, merge_adapter, resolve_dtype
 
@@ -19,7 +20,7 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
 
     A LoRA adapter folder is merged into its base model (the trained speaker-token rows
     included); a ``.gguf`` file is saved dequantized; the tokenizer (chat template, speaker
-    tokens) and the model card are copied along.
+    tokens), the model card and the chat settings (``chat_config.json``) are copied along.
     """
     source = Path(model)
     out = Path(output_dir)
@@ -47,5 +48,8 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
                 "by `gpt2chat export`: a plain model, no peft needed.\n"
             )
         (out / "README.md").write_text(text, encoding="utf-8")
+    settings = ChatSettings.from_pretrained(source) if source.is_dir() else None
+    if settings is not None:  # the chat settings travel with the model
+        settings.save_pretrained(out)
     logger.info("Exported %s to %s", model, out)
     return str(out)

@@ -21,6 +21,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..chat.settings import ChatSettings
 from ..collator import DialogueCollator
 from ..features import prepare_dataset
 from ..render import IGNORE_INDEX
@@ -502,6 +503,23 @@ class DialogueTrainer(Trainer):
         super().save_model(output_dir, _internal_call=_internal_call)
         if self.args.should_save:
             self.write_model_card(output_dir or self.args.output_dir)
+            self.chat_settings().save_pretrained(output_dir or self.args.output_dir)
+
+    def chat_settings(self) -> ChatSettings:
+        """The decoding settings saved with the model (``chat_config.json``, read by
+        ``ChatSession.from_pretrained``, ``gpt2chat chat`` and ``serve``): the base model's own,
+        when it has them (fine-tuning the demo model keeps its decoding), with this training's
+        ``max_turns``, so that chat sees the history window the model learned from."""
+        base = getattr(unwrap_peft(self.model).config, "name_or_path", None)
+        saved = None
+        if base:
+            try:
+                saved = ChatSettings.from_pretrained(base)
+            except ValueError as err:  # a broken file in the base folder: not worth failing
+                logger.warning("Ignoring the base model's chat settings: %s", err)
+        return dataclasses.replace(
+            saved or ChatSettings(), max_turns=max(2, self.data_args.max_turns)
+        )
 
     def create_model_card(
         self,

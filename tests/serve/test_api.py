@@ -608,6 +608,60 @@ def test_num_candidates_setting_reranks_sampled_requests(model_dir, reference):
         ServeSettings(num_candidates=0)
 
 
+def test_the_model_folders_chat_settings_are_the_defaults(model_dir, reference, tmp_path):
+    """A folder with chat_config.json: what requests that do not say are decoded with (shown by
+    /api/settings); ServeSettings values given explicitly win; chat_config=False ignores it."""
+    import shutil
+
+    from gpt2chat import ChatSettings
+    from gpt2chat.chat.session import ChatSession
+    from gpt2chat.serve import ServeSettings, create_app
+
+    folder = tmp_path / "tuned-chat"
+    shutil.copytree(model_dir, folder)
+    saved = ChatSettings(
+        max_turns=2,
+        temperature=0.7,
+        top_p=0.9,
+        repetition_penalty=1.2,
+        max_new_tokens=6,
+        guidance_scale=1.3,
+        num_candidates=2,
+        mmi_weight=0.4,
+    )
+    saved.save_pretrained(folder)
+    messages = [user("Hello!"), {"role": "assistant", "content": "Hi."}, user("How are you?")]
+    session = ChatSession(reference.model, reference.tokenizer, seed=3, **saved.session_kwargs())
+    session.history = messages[:-1]
+    expected = session.send(messages[-1]["content"])
+    with LiveServer(create_app(folder, ServeSettings(device="cpu"))) as live:
+        shown = httpx.get(f"{live.url}/api/settings").json()
+        assert shown["max_turns"] == 2
+        assert shown["defaults"] == {
+            "temperature": 0.7,
+            "top_p": 0.9,
+            "top_k": 0,
+            "max_tokens": 6,
+            "repetition_penalty": 1.2,
+            "guidance_scale": 1.3,
+            "num_candidates": 2,
+        }
+        body = {"messages": messages, "seed": 3}
+        response = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == expected
+    explicit = ServeSettings(device="cpu", top_p=0.5, max_turns=4)
+    with LiveServer(create_app(folder, explicit)) as live:
+        shown = httpx.get(f"{live.url}/api/settings").json()
+        assert (shown["defaults"]["top_p"], shown["max_turns"]) == (0.5, 4)
+        assert shown["defaults"]["num_candidates"] == 2
+    ignored = ServeSettings(device="cpu", chat_config=False)
+    with LiveServer(create_app(folder, ignored)) as live:
+        shown = httpx.get(f"{live.url}/api/settings").json()
+        assert shown["defaults"]["temperature"] == 1.0 and shown["defaults"]["top_p"] == 0.8
+        assert shown["defaults"]["num_candidates"] == 1 and shown["max_turns"] == 5
+
+
 # --------------------------------------------------------------------------- the CLI
 def free_port() -> int:
     with socket.socket() as sock:

@@ -62,6 +62,11 @@ def test_lora_trains_adapter_and_speaker_rows_then_loads_and_merges(tmp_path):
     plain = AutoModelForCausalLM.from_pretrained(str(merged_dir))
     assert not hasattr(plain, "peft_config")
     assert AutoTokenizer.from_pretrained(str(merged_dir)).chat_template
+    from gpt2chat import ChatSettings
+
+    saved = ChatSettings.from_pretrained(out)  # the training's window, beside the adapter
+    assert saved == ChatSettings(max_turns=DataArguments().max_turns)
+    assert ChatSettings.from_pretrained(merged_dir) == saved  # and copied by export
     with torch.no_grad():
         torch.testing.assert_close(plain(**inputs).logits, expected, rtol=1e-4, atol=1e-4)
 

@@ -147,6 +147,30 @@ def test_model_card_is_written_on_every_save(run):
     assert (run["out"] / "checkpoint-12" / "README.md").is_file()
 
 
+def test_saves_chat_settings_with_the_training_window(run, tmp_path):
+    """chat_config.json beside every save: the training's max_turns, and the base model's own
+    decoding settings when it had some (fine-tuning the demo model keeps its decoding)."""
+    from transformers import AutoModelForCausalLM
+
+    from gpt2chat import ChatSettings
+
+    assert ChatSettings.from_pretrained(run["out"] / "checkpoint-4") == ChatSettings(max_turns=5)
+    base = tmp_path / "base"
+    tiny_model().save_pretrained(base)
+    tuned = ChatSettings(max_turns=5, temperature=0.7, top_p=0.9, num_candidates=4)
+    tuned.save_pretrained(base)
+    trainer = DialogueTrainer(
+        AutoModelForCausalLM.from_pretrained(base),
+        training_args(tmp_path / "out", max_steps=1),
+        train_dataset=daily_dialogues("validation", n=4),
+        processing_class=gpt2_tokenizer(),
+        data_args=DataArguments(datasets="daily_dialog", max_len=MAX_LEN, max_turns=3),
+    )
+    trainer.save_model()
+    saved = ChatSettings.from_pretrained(tmp_path / "out")
+    assert saved == ChatSettings(max_turns=3, temperature=0.7, top_p=0.9, num_candidates=4)
+
+
 def _short_run(tmp_path, batch_size: int, accumulation: int, steps: int = 3):
     dialogues = daily_dialogues("validation", n=12)
     trainer = DialogueTrainer(

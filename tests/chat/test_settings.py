@@ -1,0 +1,218 @@
+"""ChatSettings: the chat_config.json saved with a model, read by ChatSession.from_pretrained and
+``gpt2chat chat`` (``serve``: tests/serve/test_api.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+
+from gpt2chat import ChatSession, ChatSettings
+from gpt2chat.chat import CHAT_CONFIG_NAME
+from gpt2chat.cli import main
+
+from .conftest import fresh_chat_tokenizer, tiny_chat_gpt2
+
+DEMO_LIKE = ChatSettings(
+    max_turns=3,
+    temperature=0.7,
+    top_p=0.9,
+    repetition_penalty=1.2,
+    max_new_tokens=12,
+    guidance_scale=1.3,
+    num_candidates=3,
+    mmi_weight=0.4,
+)
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("no-chat-config")
+    tiny_chat_gpt2().save_pretrained(folder)
+    fresh_chat_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("with-chat-config")
+    tiny_chat_gpt2().save_pretrained(folder)
+    fresh_chat_tokenizer().save_pretrained(folder)
+    DEMO_LIKE.save_pretrained(folder)
+    return folder
+
+
+def session_settings(chat: ChatSession) -> dict:
+    config = chat.generation_config
+    return {
+        "max_turns": chat.max_turns,
+        "do_sample": config.do_sample,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "repetition_penalty": config.repetition_penalty,
+        "max_new_tokens": config.max_new_tokens,
+        "guidance_scale": chat.guidance_scale,
+        "num_candidates": chat.num_candidates,
+        "mmi_weight": chat.mmi_weight,
+    }
+
+
+# --------------------------------------------------------------------------- the file
+def test_save_and_load_round_trip(tmp_path):
+    path = DEMO_LIKE.save_pretrained(tmp_path / "new-folder")
+    assert path.name == CHAT_CONFIG_NAME
+    data = json.loads(path.read_text())
+    assert data["format"] == "gpt2chat-chat-config" and data["top_p"] == 0.9
+    assert ChatSettings.from_pretrained(path.parent) == DEMO_LIKE
+    assert ChatSettings.from_pretrained(tmp_path) is None  # a folder without one
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert ChatSettings.from_pretrained(gguf) is None
+
+
+def test_missing_keys_take_the_defaults(tmp_path):
+    (tmp_path / CHAT_CONFIG_NAME).write_text(
+        json.dumps({"format": "gpt2chat-chat-config", "version": 1, "max_turns": 3})
+    )
+    assert ChatSettings.from_pretrained(tmp_path) == ChatSettings(max_turns=3)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"max_turns": 3}), "not a gpt2chat chat config"),
+        (json.dumps({"format": "gpt2chat-chat-config", "version": 9}), "version 9"),
+        (
+            json.dumps({"format": "gpt2chat-chat-config", "version": 1, "top_pp": 0.9}),
+            "unknown chat setting.*top_pp",
+        ),
+        (
+            json.dumps({"format": "gpt2chat-chat-config", "version": 1, "top_p": 1.5}),
+            r"`top_p` must be in \(0, 1\], got 1.5",
+        ),
+        (
+            json.dumps({"format": "gpt2chat-chat-config", "version": 1, "max_turns": "3"}),
+            "`max_turns` must be an integer >= 2, got '3'",
+        ),
+        (
+            json.dumps(
+                {"format": "gpt2chat-chat-config", "version": 1, "do_sample": False,
+                 "num_candidates": 4}
+            ),
+            "num_candidates",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_file_is_named_in_the_error(tmp_path, content, match):
+    path = tmp_path / CHAT_CONFIG_NAME
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as err:
+        ChatSettings.from_pretrained(tmp_path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"temperature": 0}, "temperature"),
+        ({"num_candidates": 65}, "num_candidates"),
+        ({"repetition_penalty": -1.0}, "repetition_penalty"),
+        ({"mmi_weight": float("nan")}, "mmi_weight"),
+    ],
+)
+def test_settings_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ChatSettings(**kwargs)
+
+
+def test_explicit_options_win_and_rule_out_what_they_conflict_with():
+    assert DEMO_LIKE.under({"top_p": 0.5})["top_p"] == 0.5
+    greedy = DEMO_LIKE.under({"do_sample": False})
+    assert "num_candidates" not in greedy and "temperature" not in greedy
+    assert greedy["guidance_scale"] == 1.3 and greedy["max_turns"] == 3
+    beams = DEMO_LIKE.under({"do_sample": False, "num_beams": 2})
+    assert "guidance_scale" not in beams and beams["num_beams"] == 2
+    assert "num_candidates" not in DEMO_LIKE.under({"cache_implementation": "static"})
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(do_sample=True, top_p=0.7)
+    assert DEMO_LIKE.under({"generation_config": config}) == {
+        "max_turns": 3,
+        "generation_config": config,
+    }
+
+
+# --------------------------------------------------------------------------- ChatSession
+def test_from_pretrained_decodes_with_the_saved_settings(tuned_dir, plain_dir):
+    chat = ChatSession.from_pretrained(tuned_dir, device="cpu")
+    assert session_settings(chat) == {k: v for k, v in DEMO_LIKE.to_dict().items() if k != "top_k"}
+    plain = ChatSession.from_pretrained(plain_dir, device="cpu")
+    assert session_settings(plain) == {
+        k: v for k, v in ChatSettings().to_dict().items() if k != "top_k"
+    }
+    ignored = ChatSession.from_pretrained(tuned_dir, device="cpu", chat_config=False)
+    assert session_settings(ignored) == session_settings(plain)
+
+
+def test_from_pretrained_arguments_override_the_saved_settings(tuned_dir):
+    chat = ChatSession.from_pretrained(tuned_dir, device="cpu", top_p=0.5, max_turns=4)
+    assert (chat.generation_config.top_p, chat.max_turns) == (0.5, 4)
+    assert chat.num_candidates == 3  # the rest still from the file
+    greedy = ChatSession.from_pretrained(tuned_dir, device="cpu", do_sample=False)
+    assert not greedy.generation_config.do_sample and greedy.num_candidates == 1
+    assert greedy.guidance_scale == 1.3
+    assert isinstance(greedy.send("Hi"), str)
+
+
+def test_the_saved_settings_change_the_replies(tuned_dir):
+    """The saved window and length really reach generation: greedy replies with the file's
+    max_new_tokens are cut where the library default would not be."""
+    saved = ChatSession.from_pretrained(tuned_dir, device="cpu", do_sample=False)
+    plain = ChatSession.from_pretrained(tuned_dir, device="cpu", do_sample=False, chat_config=False)
+    saved.send("Hello there, how are you?")
+    plain.send("Hello there, how are you?")
+    assert saved.last_turn.generated_tokens == 12  # this random model never stops by itself
+    assert plain.last_turn.generated_tokens > 12
+
+
+# --------------------------------------------------------------------------- gpt2chat chat
+def _cli_session(monkeypatch, argv: list[str]) -> ChatSession:
+    """Run ``gpt2chat chat`` up to the terminal loop; return the session it built."""
+    import gpt2chat.chat.repl as repl
+
+    seen = {}
+
+    def fake_repl(session, **kwargs):
+        seen["session"] = session
+        return 0
+
+    monkeypatch.setattr(repl, "run_repl", fake_repl)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["chat", *argv, "--gpu", "cpu"]) == 0
+    return seen["session"]
+
+
+def test_cli_chat_without_flags_uses_the_saved_settings(tuned_dir, monkeypatch):
+    chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir)])
+    assert session_settings(chat) == {k: v for k, v in DEMO_LIKE.to_dict().items() if k != "top_k"}
+    chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir), "--temperature", "0.9"])
+    assert chat.generation_config.temperature == 0.9 and chat.num_candidates == 3
+    chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir), "--greedy"])
+    assert not chat.generation_config.do_sample and chat.num_candidates == 1
+    chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir), "--no_chat_config"])
+    assert (chat.max_turns, chat.generation_config.top_p, chat.num_candidates) == (5, 0.8, 1)
+
+
+def test_cli_chat_reports_a_broken_chat_config(tmp_path, plain_dir, capsys):
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(plain_dir, folder)
+    (folder / CHAT_CONFIG_NAME).write_text('{"format": "gpt2chat-chat-config", "version": 1, '
+                                          '"top_p": 2}')  # fmt: skip
+    assert main(["chat", "--model_path", str(folder), "--gpu", "cpu"]) != 0
+    err = capsys.readouterr().err
+    assert CHAT_CONFIG_NAME in err and "top_p" in err
