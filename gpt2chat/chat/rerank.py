@@ -55,6 +55,35 @@ class EnoughEnded:
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
+class DistinctFirstTokens:
+    """A ``LogitsProcessor`` for reranking: at the reply's first step, give every candidate row a
+    different first token, drawn without replacement from the final next-token distribution
+    (after temperature, top-p and guidance: place it last). All rows share the prompt, so they
+    share that distribution; sampling each row on its own mostly opens every candidate with the
+    same most likely word ("Yeah, ..."), and reranking then has little to choose from. Drawn
+    without replacement, the candidates start as the distribution's most likely *different*
+    words, each with its own chance, and the rest of each reply is sampled as usual. When the
+    nucleus holds fewer tokens than there are rows, tokens repeat. Later steps are untouched.
+    """
+
+    def __init__(self, prompt_length: int) -> None:
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = scores.shape[0]
+        if input_ids.shape[1] != self.prompt_length or rows == 1:
+            return scores
+        probs = torch.softmax(scores[0].float(), dim=-1)
+        available = int((probs > 0).sum())
+        picks = torch.multinomial(probs, min(rows, available), replacement=False)
+        if len(picks) < rows:
+            picks = picks[torch.arange(rows, device=picks.device) % len(picks)]
+        index = torch.arange(rows, device=scores.device)
+        kept = torch.full_like(scores, -float("inf"))
+        kept[index, picks] = scores[index, picks]
+        return kept
+
+
 def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
     """A batch row's reply: up to and including its first stop token (padding follows it)."""
     for i, token in enumerate(generated):

@@ -34,7 +34,14 @@ from ..render import encode_texts, render_messages
 from ..tokens import SpeakerTokens, get_speaker_tokens
 from .decoding import GrowingKVCache, relayout_output_embeddings, sampling_processors
 from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
-from .rerank import Candidate, EnoughEnded, best_candidate, cut_at_stop, score_candidates
+from .rerank import (
+    Candidate,
+    DistinctFirstTokens,
+    EnoughEnded,
+    best_candidate,
+    cut_at_stop,
+    score_candidates,
+)
 from .settings import ChatSettings
 
 if TYPE_CHECKING:
@@ -305,6 +312,10 @@ class ChatSession:
             :attr:`last_candidates`.
         mmi_weight: the weight of the no-conversation log-probability in that score (``0``:
             the most likely candidate; ``1``: pointwise mutual information).
+        distinct_first_tokens: with ``num_candidates`` > 1, open every candidate with a
+            different token, drawn without replacement from the final first-token distribution
+            (:class:`~gpt2chat.chat.rerank.DistinctFirstTokens`), so that reranking chooses
+            between different replies rather than N variants of the most likely opening.
         seed: seed for sampling; set at creation and again by :meth:`reset`.
         generation_config: a ``GenerationConfig`` to start from instead of the recipe's
             defaults (the options below still override it).
@@ -331,6 +342,7 @@ class ChatSession:
         guidance_scale: float | None = None,
         num_candidates: int = 1,
         mmi_weight: float = 0.5,
+        distinct_first_tokens: bool = True,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
         **generation_options: Any,
@@ -416,6 +428,7 @@ class ChatSession:
             raise ValueError(f"`mmi_weight` must be a number >= 0, got {mmi_weight!r}.")
         self.num_candidates = num_candidates
         self.mmi_weight = float(mmi_weight)
+        self.distinct_first_tokens = bool(distinct_first_tokens)
         self.last_candidates: list[Candidate] = []
         self._persona: str | None = None
         self._persona_length = 0
@@ -780,6 +793,8 @@ class ChatSession:
             config.update(**neutral)
         if self.guidance_scale != 1.0:
             processors.append(self._guidance(turn))
+        if rows > 1 and self.distinct_first_tokens:  # last: it draws from the final scores
+            processors.append(DistinctFirstTokens(len(turn.input_ids)))
         kwargs: dict[str, Any] = {
             "attention_mask": torch.ones_like(input_ids),
             "generation_config": config,

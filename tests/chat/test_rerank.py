@@ -143,3 +143,43 @@ def test_sampling_candidates_stops_once_half_of_them_ended():
     assert not criterion(one).any()
     two = torch.tensor([[1, 1, 5, 9], [1, 2, 8, 6], [1, 2, 3, 4]])
     assert criterion(two).all()
+
+
+def test_distinct_first_tokens_draws_without_replacement_from_the_final_scores():
+    from gpt2chat.chat.rerank import DistinctFirstTokens
+
+    torch.manual_seed(0)
+    processor = DistinctFirstTokens(prompt_length=3)
+    scores = torch.full((4, 50), -float("inf"))
+    scores[:, [2, 7, 11, 20, 33]] = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.1])  # a 5-token nucleus
+    first = processor(torch.zeros(4, 3, dtype=torch.long), scores.clone())
+    picks = first.argmax(-1)
+    assert len(set(picks.tolist())) == 4  # every row its own first token...
+    assert set(picks.tolist()) <= {2, 7, 11, 20, 33}  # ...from the nucleus...
+    for row, token in enumerate(picks.tolist()):  # ...with its score kept, the rest removed
+        assert first[row, token] == scores[row, token]
+        assert torch.isinf(first[row]).sum() == 49
+    later = processor(torch.zeros(4, 4, dtype=torch.long), scores.clone())
+    assert torch.equal(later, scores)  # later steps untouched
+    counts = torch.zeros(50)
+    for _ in range(300):  # the likelier tokens come first more often
+        counts[processor(torch.zeros(4, 3, dtype=torch.long), scores.clone()).argmax(-1)] += 1
+    assert counts[2] > counts[20] and counts[7] > counts[33]
+    small = torch.full((4, 50), -float("inf"))
+    small[:, [5, 9]] = 1.0  # fewer tokens than rows: they repeat, none outside
+    assert set(processor(torch.zeros(4, 3, dtype=torch.long), small).argmax(-1).tolist()) == {5, 9}
+
+
+def test_candidates_start_with_different_tokens(gpt2, tok):
+    """With 4 candidates sampling from 4 tokens (top_k=4), independent rows rarely open with 4
+    different tokens; drawn without replacement (the default) they always do."""
+    options = {"num_candidates": 4, "max_new_tokens": 6, "max_turns": 20, "top_k": 4}
+    firsts = {}
+    for distinct in (True, False):
+        session = ChatSession(gpt2, tok, seed=0, distinct_first_tokens=distinct, **options)
+        firsts[distinct] = []
+        for text in MESSAGES:
+            session.send(text)
+            firsts[distinct].append({c.token_ids[0] for c in session.last_candidates})
+    assert all(len(row) == 4 for row in firsts[True]), firsts
+    assert not all(len(row) == 4 for row in firsts[False]), firsts
