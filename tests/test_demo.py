@@ -47,6 +47,7 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     text = first.stdout
     assert "Validation perplexity before fine-tuning" in text
+    assert "train_runtime" not in text + first.stderr  # no log dicts printed by the trainer
     assert "validation perplexity" in text and "->" in text
     for line in DEMO_SCRIPT:
         assert f"You: {line}\n" in text
@@ -274,3 +275,23 @@ def test_the_next_commands_parse_with_the_real_cli():
     assert (resolved.max_new_tokens, resolved.max_turns) == (args.max_new_tokens, args.max_turns)
     assert resolved.guidance_scale == args.guidance_scale
     assert resolved.repetition_penalty == args.repetition_penalty
+
+
+def test_the_loss_goes_on_the_progress_bar_not_into_printed_dicts():
+    import io
+
+    from tqdm.auto import tqdm
+    from transformers import TrainerState
+
+    from gpt2chat.training.callbacks import LossOnProgressBar
+
+    stream = io.StringIO()
+    callback = LossOnProgressBar()
+    callback.training_bar = tqdm(total=10, file=stream)
+    state = TrainerState()
+    callback.on_log(None, state, None, logs={"loss": 3.68214, "grad_norm": 7.8, "epoch": 0.1})
+    callback.on_log(None, state, None, logs={"train_runtime": 138.7, "train_loss": 3.8})
+    callback.training_bar.refresh()
+    text = stream.getvalue()
+    assert "loss=3.682" in text
+    assert "grad_norm" not in text and "train_runtime" not in text and "{" not in text

@@ -303,10 +303,11 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
     import tempfile
 
     import torch
+    from transformers import ProgressCallback
 
     from ..tokens import add_speaker_tokens, load_tokenizer
     from ..training import DialogueTrainer, DialogueTrainingArguments, LoraArguments, ModelArguments
-    from ..training.callbacks import TimeBudgetCallback
+    from ..training.callbacks import LossOnProgressBar, TimeBudgetCallback
     from ..training.modeling import load_model, merge_adapter
 
     gguf = smollm2_gguf()
@@ -354,6 +355,8 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
             peft_config=LoraArguments(use_peft=True) if args.use_peft else None,
             callbacks=[budget],
         )
+        if trainer.pop_callback(ProgressCallback) is not None:  # the loss on the bar, no dicts
+            trainer.add_callback(LossOnProgressBar())
         out.write("Validation perplexity before fine-tuning... ")
         out.flush()
         before = trainer.evaluate()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TimeBudgetCallback"]
+__all__ = ["LossOnProgressBar", "TimeBudgetCallback"]
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -52,3 +52,15 @@ class TimeBudgetCallback(TrainerCallback):
                 state.global_step,
                 state.max_steps,
             )
+
+
+class LossOnProgressBar(ProgressCallback):
+    """transformers' progress bar with the latest training loss on it, instead of a printed dict
+    per log line (the bar keeps its ETA). Replace the default with
+    ``trainer.pop_callback(ProgressCallback)`` then ``trainer.add_callback(LossOnProgressBar())``
+    (``gpt2chat demo`` does)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bar = self.training_bar
+        if state.is_world_process_zero and bar is not None and logs and "loss" in logs:
+            bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
