@@ -86,7 +86,7 @@ def run_repl(
     if interactive:
         say(
             f"Chat started. Type {RESET_COMMAND} to clear the history, {end_command} (or Ctrl-D) "
-            "to quit.\n"
+            f"to quit.\nDecoding: {session.describe_decoding()}.\n"
         )
     while True:
         try:

@@ -612,6 +612,35 @@ class ChatSession:
     def max_new_tokens(self) -> int:
         return int(self.generation_config.max_new_tokens)
 
+    def describe_decoding(self) -> str:
+        """One line on how replies are decoded, e.g. ``"sampling (temperature 0.7, top-p 0.9),
+        repetition penalty 1.2, context guidance 1.3, best of 6 candidates (MMI 0.5); up to 48
+        tokens; window of 3 utterances"``."""
+        config = self.generation_config
+        if self._beam_search():
+            parts = [f"beam search ({config.num_beams} beams)"]
+        elif not config.do_sample:
+            parts = ["greedy"]
+        else:
+            knobs = [f"temperature {config.temperature:g}"]
+            if config.top_k:
+                knobs.append(f"top-k {config.top_k}")
+            if config.top_p is not None and config.top_p < 1:
+                knobs.append(f"top-p {config.top_p:g}")
+            parts = [f"sampling ({', '.join(knobs)})"]
+        if config.repetition_penalty not in (None, 1.0):
+            parts.append(f"repetition penalty {config.repetition_penalty:g}")
+        if config.no_repeat_ngram_size:
+            parts.append(f"no repeated {config.no_repeat_ngram_size}-grams")
+        if self.guidance_scale != 1.0:
+            parts.append(f"context guidance {self.guidance_scale:g}")
+        if self.num_candidates > 1:
+            parts.append(f"best of {self.num_candidates} candidates (MMI {self.mmi_weight:g})")
+        return (
+            f"{', '.join(parts)}; up to {config.max_new_tokens} tokens; window of "
+            f"{self.max_turns} utterances"
+        )
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -106,6 +106,7 @@ def test_interactive_mode_uses_input(make_session, monkeypatch):
     assert run_repl(make_session(), output=out, interactive=True) == 0
     text = out.getvalue()
     assert text.startswith("Chat started.")
+    assert "Decoding: greedy; up to 8 tokens; window of 5 utterances.\n" in text
     assert "Bot: " in text and "(commands:" in text
 
 

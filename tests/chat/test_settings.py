@@ -157,6 +157,18 @@ def test_from_pretrained_decodes_with_the_saved_settings(tuned_dir, plain_dir):
     assert session_settings(ignored) == session_settings(plain)
 
 
+def test_the_session_describes_its_decoding(tuned_dir, plain_dir):
+    chat = ChatSession.from_pretrained(tuned_dir, device="cpu")
+    assert chat.describe_decoding() == (
+        "sampling (temperature 0.7, top-p 0.9), repetition penalty 1.2, context guidance 1.3, "
+        "best of 3 candidates (MMI 0.4); up to 12 tokens; window of 3 utterances"
+    )
+    greedy = ChatSession.from_pretrained(plain_dir, device="cpu", do_sample=False)
+    assert greedy.describe_decoding() == "greedy; up to 64 tokens; window of 5 utterances"
+    beams = ChatSession.from_pretrained(plain_dir, device="cpu", do_sample=False, num_beams=3)
+    assert beams.describe_decoding().startswith("beam search (3 beams);")
+
+
 def test_from_pretrained_arguments_override_the_saved_settings(tuned_dir):
     chat = ChatSession.from_pretrained(tuned_dir, device="cpu", top_p=0.5, max_turns=4)
     assert (chat.generation_config.top_p, chat.max_turns) == (0.5, 4)
