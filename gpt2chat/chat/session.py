@@ -622,7 +622,7 @@ class ChatSession:
         elif not config.do_sample:
             parts = ["greedy"]
         else:
-            knobs = [f"temperature {config.temperature:g}"]
+            knobs = [f"temperature {config.temperature or 1.0:g}"]
             if config.top_k:
                 knobs.append(f"top-k {config.top_k}")
             if config.top_p is not None and config.top_p < 1:
