@@ -295,6 +295,7 @@ def evaluate_model(
             bf16_full_eval=bf16,
             seed=seed,
             disable_tqdm=False,
+            dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,  # no CPU warning
         )
         trainer = DialogueTrainer(
             model,

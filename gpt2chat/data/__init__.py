@@ -96,8 +96,9 @@ def load_dialogues(
         split: ``"train"``, ``"validation"`` or ``"test"`` (the official splits).
         data_dir: where the dataset's files are. ``None`` downloads the public datasets from
             their canonical sources into the datasets cache. With several names, either one
-            root folder holding a sub-folder per dataset (``<data_dir>/<name>``; the folder
-            itself is used when it has no such sub-folder) or a list with one entry per name.
+            root folder holding a sub-folder per dataset (``<data_dir>/<name>``, or the name
+            spelt without the underscore in any case, e.g. ``dailydialog``; the folder itself
+            is used when it has no such sub-folder) or a list with one entry per name.
         train_frac: reproduce the seed's split: all official splits are merged, the first
             ``train_frac`` of the dialogues is ``"train"`` and the rest ``"validation"``.
         normalize: turn tokenised text (``"Hi , how are you ?"``) into natural text, capitalise
@@ -142,14 +143,28 @@ def load_dialogues(
     return _concatenate(parts)
 
 
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def _dataset_subfolder(root: Path, name: str) -> Path | None:
+    """``<root>/<name>``, else a sub-folder named like it up to case and separators (the usual
+    spellings of the releases: ``dailydialog``, ``PersonaChat``, ``empatheticdialogues``)."""
+    if (root / name).is_dir():
+        return root / name
+    if not root.is_dir():
+        return None
+    matches = sorted(p for p in root.iterdir() if p.is_dir() and _squash(p.name) == _squash(name))
+    return matches[0] if matches else None
+
+
 def _dir_for(data_dir: str | Path | None, name: str, n_names: int) -> str | None:
     if data_dir is None:
         return None
     root = Path(data_dir)
-    if n_names > 1 and (root / name).is_dir():
-        return str(root / name)
-    if n_names == 1 and (root / name).is_dir() and not any(root.glob("*.*")):
-        return str(root / name)
+    sub = _dataset_subfolder(root, name)
+    if sub is not None and (n_names > 1 or not any(root.glob("*.*"))):
+        return str(sub)
     return str(root)
 
 

@@ -285,3 +285,19 @@ def test_unwritable_cache_builds_in_memory(tmp_path, monkeypatch, caplog):
         ds = load_dialogues("daily_dialog", "train", write_split_dirs(tmp_path / "dd"))
     assert ds["utterances"] == EXPECTED_TRAIN and ds.cache_files == []
     assert "cannot write to the cache folder" in caplog.text
+
+
+@pytest.mark.parametrize("folder", ["daily_dialog", "dailydialog", "DailyDialog"])
+def test_a_root_folder_finds_the_dataset_sub_folder_as_releases_spell_it(tmp_path, folder):
+    """`data_dir` may be a root with one sub-folder per dataset, named as the releases name it
+    (`dailydialog`) or as gpt2chat does (`daily_dialog`), alone or with other datasets."""
+    write_split_dirs(tmp_path / folder)
+    (tmp_path / "persona_chat").mkdir()
+    (tmp_path / "persona_chat" / "valid_self_original_no_cands.txt").write_text(
+        "1 your persona: i like cats.\n2 hi there !\thello , how are you ?\n", encoding="utf-8"
+    )
+    alone = load_dialogues("daily_dialog", "validation", data_dir=tmp_path)
+    assert alone["utterances"] == [["Hello!", "Hi, Bob."]]
+    both = load_dialogues(["daily_dialog", "persona_chat"], "validation", data_dir=tmp_path)
+    assert sorted(set(both["source"])) == ["daily_dialog", "persona_chat"]
+    assert len(both) == 2
