@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .app import APIError, ChatRequest, ServeSettings, create_app, parse_chat_request
+from .app import create_app
+from .protocol import APIError, ChatRequest, ServeSettings, parse_chat_request
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

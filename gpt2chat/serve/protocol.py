@@ -1,0 +1,415 @@
+"""The OpenAI chat-completions protocol of ``gpt2chat serve``: the server's settings
+(:class:`ServeSettings`), OpenAI-style errors (:class:`APIError`) and the validation of a request
+body into a :class:`ChatRequest` (:func:`parse_chat_request`). No HTTP here: :mod:`.app` serves it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from ..chat.settings import ChatSettings
+
+__all__ = ["APIError", "ChatRequest", "ServeSettings", "parse_chat_request"]
+
+
+#: ``system`` is the persona; ``developer`` is what newer OpenAI clients call it.
+SYSTEM_ROLES = ("system", "developer")
+CHAT_ROLES = ("user", "assistant")
+_MAX_SEED = 2**63 - 1
+
+
+# --------------------------------------------------------------------------- settings
+#: The decoding defaults of a model without ``chat_config.json`` (ChatSettings' defaults).
+_SERVE_DEFAULTS: dict[str, Any] = {
+    "temperature": ChatSettings.temperature,
+    "top_p": ChatSettings.top_p,
+    "top_k": ChatSettings.top_k,
+    "guidance_scale": ChatSettings.guidance_scale,
+    "num_candidates": ChatSettings.num_candidates,
+    "mmi_weight": ChatSettings.mmi_weight,
+    "max_turns": ChatSettings.max_turns,
+}
+
+
+@dataclass
+class ServeSettings:
+    """What the server allows and the decoding it uses when a request does not say.
+
+    Args:
+        model_name: the model id shown by ``/v1/models`` and the page (default: the folder name).
+        max_concurrency: generations running at the same time; the others wait in a queue.
+        max_queue: requests allowed to wait for a slot; beyond, ``429``.
+        api_key: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``.
+        max_messages: most messages in one request (the persona included).
+        max_chars: most characters in one request, all message contents together.
+        max_tokens_limit: the largest ``max_tokens`` a request may ask for.
+        max_new_tokens: reply length when a request gives no ``max_tokens``.
+        temperature: default sampling temperature; ``0`` makes greedy decoding the default.
+        top_p: default nucleus sampling probability (the original recipe's ``0.8``).
+        top_k: top-k sampling (``0``: off), for every sampled request.
+        repetition_penalty: optional penalty (> 1) for every request.
+        guidance_scale: context guidance for every request (``ChatSession``'s
+            ``guidance_scale``; ``1``: off).
+        num_candidates: for sampled requests, MMI reranking of this many replies
+            (``ChatSession``'s ``num_candidates``; ``1``: off); streams send the reply whole.
+        mmi_weight: ``ChatSession``'s ``mmi_weight`` for that reranking.
+        max_turns: utterances per exchange, the reply included, as in training.
+        chat_config: fill the decoding values left at ``None`` above (``max_new_tokens`` to
+            ``max_turns``) from the model's ``chat_config.json`` (:class:`~gpt2chat.ChatSettings`),
+            else from the library defaults (64 tokens, temperature 1, top-p 0.8, top-k off, no
+            repetition penalty, guidance 1, 1 candidate, mmi weight 0.5, 5 turns). ``False``:
+            the library defaults only.
+        persona: persona used when a request has no ``system`` message / ``persona``.
+        max_len: context size to fit prompt + reply in (default: the model's).
+        device: where to load the model (``auto``: CUDA when available).
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16`` (GPU only).
+    """
+
+    model_name: str | None = None
+    max_concurrency: int = 2
+    max_queue: int = 256
+    api_key: str | None = None
+    max_messages: int = 100
+    max_chars: int = 32_000
+    max_tokens_limit: int = 512
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    guidance_scale: float | None = None
+    num_candidates: int | None = None
+    mmi_weight: float | None = None
+    max_turns: int | None = None
+    chat_config: bool = True
+    persona: str | None = None
+    max_len: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"--{what}")
+
+        def given(name: str) -> Any:
+            value = getattr(self, name)
+            return value if value is not None else _SERVE_DEFAULTS[name]
+
+        need(1 <= self.max_concurrency <= 256, "max_concurrency must be between 1 and 256")
+        need(self.max_queue >= 0, "max_queue must be >= 0")
+        need(self.max_messages >= 1, "max_messages must be >= 1")
+        need(self.max_chars >= 1, "max_chars must be >= 1")
+        need(self.max_tokens_limit >= 1, "max_tokens_limit must be >= 1")
+        need(
+            self.max_new_tokens is None or 1 <= self.max_new_tokens <= self.max_tokens_limit,
+            f"max_new_tokens must be between 1 and max_tokens_limit={self.max_tokens_limit}",
+        )
+        need(0.0 <= given("temperature") <= 2.0, "temperature must be between 0 and 2")
+        need(0.0 <= given("top_p") <= 1.0, "top_p must be between 0 and 1")
+        need(given("top_k") >= 0, "top_k must be >= 0")
+        need(
+            self.repetition_penalty is None or self.repetition_penalty > 0,
+            "repetition_penalty must be > 0",
+        )
+        need(0.0 <= given("guidance_scale") <= 10.0, "guidance_scale must be between 0 and 10")
+        need(1 <= given("num_candidates") <= 64, "num_candidates must be between 1 and 64")
+        need(given("mmi_weight") >= 0.0, "mmi_weight must be >= 0")
+        need(given("max_turns") >= 2, "max_turns must be >= 2")
+        if self.api_key is not None and not self.api_key.strip():
+            self.api_key = None
+
+    def with_chat_settings(self, saved: ChatSettings | None) -> ServeSettings:
+        """These settings with every decoding value left at ``None`` taken from ``saved`` (the
+        model's ``chat_config.json``), else from the library defaults."""
+        chat = saved if saved is not None and self.chat_config else ChatSettings()
+        values = {
+            "max_new_tokens": min(chat.max_new_tokens, self.max_tokens_limit),
+            "temperature": chat.temperature if chat.do_sample else 0.0,
+            "top_p": chat.top_p,
+            "top_k": chat.top_k,
+            "repetition_penalty": chat.repetition_penalty,
+            "guidance_scale": chat.guidance_scale,
+            "num_candidates": chat.num_candidates,
+            "mmi_weight": chat.mmi_weight,
+            "max_turns": chat.max_turns,
+        }
+        missing = {k: v for k, v in values.items() if getattr(self, k) is None}
+        return replace(self, **missing) if missing else self
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read (JSON escapes may take 12 bytes per character)."""
+        return 12 * self.max_chars + 512 * self.max_messages + 65_536
+
+
+# --------------------------------------------------------------------------- errors
+class APIError(Exception):
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.type = type
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+# --------------------------------------------------------------------------- requests
+@dataclass
+class ChatRequest:
+    """A validated ``/v1/chat/completions`` request, in ``ChatSession``'s terms.
+
+    ``history`` holds the ``user`` / ``assistant`` messages before ``text`` (the last user
+    message); ``options`` are ``ChatSession`` generation options.
+    """
+
+    history: list[dict[str, str]]
+    text: str
+    persona: str | None
+    options: dict[str, Any]
+    seed: int | None = None
+    stream: bool = False
+    include_usage: bool = False
+
+    @property
+    def sampling(self) -> bool:
+        return bool(self.options.get("do_sample"))
+
+    @property
+    def max_new_tokens(self) -> int:
+        return int(self.options["max_new_tokens"])
+
+
+def _number(
+    payload: Mapping[str, Any],
+    key: str,
+    low: float,
+    high: float,
+    *,
+    integer: bool = False,
+) -> float | int | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise _bad(f"'{key}' must be {kind}, got {json.dumps(value)[:40]}.", key, "invalid_type")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _bad(
+            f"'{key}' must be between {low:g} and {high:g}, got {value!r}.", key, "invalid_value"
+        )
+    return value
+
+
+def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
+    settings = settings.with_chat_settings(None)  # no-op for the app's (resolved) settings
+    """Check a decoded JSON body and turn it into a :class:`ChatRequest`.
+
+    Raises:
+        APIError: ``400`` with the offending ``param`` for anything the server cannot serve.
+    """
+    if not isinstance(payload, dict):
+        raise _bad("The request body must be a JSON object.", code="invalid_body")
+    model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("'model' must be a string.", "model", "invalid_type")
+
+    # ---- messages
+    if "messages" not in payload:
+        raise _bad(
+            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+        )
+    messages = payload["messages"]
+    if not isinstance(messages, list):
+        raise _bad(
+            "'messages' must be a list of {role, content} objects.", "messages", "invalid_type"
+        )
+    if not messages:
+        raise _bad(
+            "'messages' must not be empty: send at least one user message.",
+            "messages",
+            "empty_array",
+        )
+    if len(messages) > settings.max_messages:
+        raise _bad(
+            f"Too many messages: {len(messages)} > {settings.max_messages} (this server's "
+            "--max_messages). Send only the recent part of the conversation.",
+            "messages",
+            "too_many_messages",
+        )
+    persona: str | None = None
+    chat: list[dict[str, str]] = []
+    total_chars = 0
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _bad(
+                f"'{where}' must be an object with 'role' and 'content'.", where, "invalid_type"
+            )
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise _bad(f"'{where}.role' must be a string.", f"{where}.role", "invalid_type")
+        if role not in SYSTEM_ROLES + CHAT_ROLES:
+            raise _bad(
+                f"'{where}.role' is {role[:40]!r}: use 'user' or 'assistant' (and an optional "
+                "first 'system' message for the persona).",
+                f"{where}.role",
+                "invalid_value",
+            )
+        if "content" not in message:
+            raise _bad(
+                f"Missing '{where}.content'.", f"{where}.content", "missing_required_parameter"
+            )
+        content = message["content"]
+        if not isinstance(content, str):
+            raise _bad(
+                f"'{where}.content' must be a string (this model reads text only).",
+                f"{where}.content",
+                "invalid_type",
+            )
+        total_chars += len(content)
+        if role in SYSTEM_ROLES:
+            if i != 0:
+                raise _bad(
+                    f"'{where}' is a {role} message: only the first message may be the persona.",
+                    f"{where}.role",
+                    "invalid_value",
+                )
+            persona = content
+        else:
+            chat.append({"role": role, "content": content})
+    extra_persona = payload.get("persona")
+    if extra_persona is not None:
+        if not isinstance(extra_persona, str):
+            raise _bad("'persona' must be a string.", "persona", "invalid_type")
+        if persona is not None:
+            raise _bad(
+                "Give the persona either as a first system message or as 'persona', not both.",
+                "persona",
+                "invalid_value",
+            )
+        persona = extra_persona
+        total_chars += len(extra_persona)
+    if total_chars > settings.max_chars:
+        raise _bad(
+            f"The messages hold {total_chars} characters, more than this server's limit of "
+            f"{settings.max_chars} (--max_chars). Send only the recent part of the conversation.",
+            "messages",
+            "too_many_characters",
+        )
+    if not chat or chat[-1]["role"] != "user":
+        raise _bad(
+            "The last message must be a 'user' message: it is the one the model answers.",
+            f"messages[{len(messages) - 1}].role",
+            "invalid_value",
+        )
+    if not chat[-1]["content"].strip():
+        raise _bad(
+            "The last user message is empty.",
+            f"messages[{len(messages) - 1}].content",
+            "invalid_value",
+        )
+    if persona is None:
+        persona = settings.persona
+    persona = persona.strip() if persona else None
+
+    # ---- decoding
+    temperature = _number(payload, "temperature", 0.0, 2.0)
+    top_p = _number(payload, "top_p", 0.0, 1.0)
+    max_tokens = _number(payload, "max_tokens", 1, settings.max_tokens_limit, integer=True)
+    max_completion = _number(
+        payload, "max_completion_tokens", 1, settings.max_tokens_limit, integer=True
+    )
+    if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
+        raise _bad(
+            "Give 'max_tokens' or 'max_completion_tokens', not both.",
+            "max_completion_tokens",
+            "invalid_value",
+        )
+    seed = _number(payload, "seed", -_MAX_SEED - 1, _MAX_SEED, integer=True)
+    n = payload.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise _bad("Only 'n': 1 is supported (one reply per request).", "n", "invalid_value")
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("'stream' must be true or false.", "stream", "invalid_type")
+    include_usage = False
+    stream_options = payload.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise _bad("'stream_options' must be an object.", "stream_options", "invalid_type")
+        usage = stream_options.get("include_usage", False)
+        if not isinstance(usage, bool):
+            raise _bad(
+                "'stream_options.include_usage' must be true or false.",
+                "stream_options.include_usage",
+                "invalid_type",
+            )
+        include_usage = usage
+    stop = payload.get("stop")
+    if stop not in (None, [], ""):
+        raise _bad(
+            "'stop' is not supported: generation ends at the end of the bot's turn.",
+            "stop",
+            "unsupported_parameter",
+        )
+
+    temperature = settings.temperature if temperature is None else float(temperature)
+    top_p = settings.top_p if top_p is None else float(top_p)
+    options: dict[str, Any] = {
+        "max_new_tokens": int(max_tokens or max_completion or settings.max_new_tokens)
+    }
+    if temperature == 0.0 or top_p == 0.0:
+        options["do_sample"] = False
+    else:
+        options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=settings.top_k)
+        if settings.num_candidates > 1:
+            options.update(num_candidates=settings.num_candidates, mmi_weight=settings.mmi_weight)
+    if settings.repetition_penalty is not None:
+        options["repetition_penalty"] = settings.repetition_penalty
+    if settings.guidance_scale != 1.0:
+        options["guidance_scale"] = settings.guidance_scale
+    return ChatRequest(
+        history=chat[:-1],
+        text=chat[-1]["content"],
+        persona=persona,
+        options=options,
+        seed=None if seed is None else int(seed),
+        stream=bool(stream),
+        include_usage=include_usage,
+    )
