@@ -25,18 +25,6 @@ _MAX_SEED = 2**63 - 1
 
 
 # --------------------------------------------------------------------------- settings
-#: The decoding defaults of a model without ``chat_config.json`` (ChatSettings' defaults).
-_SERVE_DEFAULTS: dict[str, Any] = {
-    "temperature": ChatSettings.temperature,
-    "top_p": ChatSettings.top_p,
-    "top_k": ChatSettings.top_k,
-    "guidance_scale": ChatSettings.guidance_scale,
-    "num_candidates": ChatSettings.num_candidates,
-    "mmi_weight": ChatSettings.mmi_weight,
-    "max_turns": ChatSettings.max_turns,
-}
-
-
 @dataclass
 class ServeSettings:
     """What the server allows and the decoding it uses when a request does not say.
@@ -98,9 +86,9 @@ class ServeSettings:
             if not ok:
                 raise ValueError(f"--{what}")
 
-        def given(name: str) -> Any:
+        def given(name: str) -> Any:  # a value left unset is checked as its default
             value = getattr(self, name)
-            return value if value is not None else _SERVE_DEFAULTS[name]
+            return value if value is not None else getattr(ChatSettings, name)
 
         need(1 <= self.max_concurrency <= 256, "max_concurrency must be between 1 and 256")
         need(self.max_queue >= 0, "max_queue must be >= 0")

@@ -67,6 +67,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def save_chat_folder(folder):
+    """A tiny GPT-2 with speaker tokens and its tokenizer saved as a model folder."""
+    tiny_chat_gpt2().save_pretrained(folder)
+    fresh_chat_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny chat model folder (no chat_config.json)."""
+    return save_chat_folder(tmp_path_factory.mktemp("chat-model"))
+
+
 @pytest.fixture(scope="module")
 def tok():
     """The real GPT-2 tokenizer with the speaker tokens (shared by a test module: do not modify)."""

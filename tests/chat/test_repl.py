@@ -13,8 +13,6 @@ import pytest
 from gpt2chat.chat.repl import run_repl
 from gpt2chat.cli import main
 
-from .conftest import fresh_chat_tokenizer, tiny_chat_gpt2
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -111,14 +109,6 @@ def test_interactive_mode_uses_input(make_session, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the CLI
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("chat-model")
-    tiny_chat_gpt2().save_pretrained(folder)
-    fresh_chat_tokenizer().save_pretrained(folder)
-    return folder
-
-
 def test_cli_through_a_pipe(model_dir):
     """The real console entry point, stdin a pipe, the seed's argument names."""
     args = [

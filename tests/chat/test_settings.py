@@ -13,7 +13,7 @@ from gpt2chat import ChatSession, ChatSettings
 from gpt2chat.chat import CHAT_CONFIG_NAME
 from gpt2chat.cli import main
 
-from .conftest import fresh_chat_tokenizer, tiny_chat_gpt2
+from .conftest import save_chat_folder
 
 DEMO_LIKE = ChatSettings(
     max_turns=3,
@@ -28,18 +28,13 @@ DEMO_LIKE = ChatSettings(
 
 
 @pytest.fixture(scope="module")
-def plain_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("no-chat-config")
-    tiny_chat_gpt2().save_pretrained(folder)
-    fresh_chat_tokenizer().save_pretrained(folder)
-    return folder
+def plain_dir(model_dir):
+    return model_dir
 
 
 @pytest.fixture(scope="module")
 def tuned_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("with-chat-config")
-    tiny_chat_gpt2().save_pretrained(folder)
-    fresh_chat_tokenizer().save_pretrained(folder)
+    folder = save_chat_folder(tmp_path_factory.mktemp("with-chat-config"))
     DEMO_LIKE.save_pretrained(folder)
     return folder
 
