@@ -1,7 +1,8 @@
 """Chat with a fine-tuned model: :class:`ChatSession` (library) and :func:`run_repl` (terminal)."""
 
+from .loading import resolve_dtype
 from .repl import run_repl
-from .session import DEFAULT_GENERATION_OPTIONS, Candidate, ChatSession, TurnStats, resolve_dtype
+from .session import DEFAULT_GENERATION_OPTIONS, Candidate, ChatSession, TurnStats
 from .settings import CHAT_CONFIG_NAME, ChatSettings
 
 __all__ = [

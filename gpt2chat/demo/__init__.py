@@ -293,7 +293,7 @@ def _use_bf16(choice: str) -> bool:
         return choice == "true"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    from ..chat.session import _cpu_has_bf16
+    from ..chat.loading import _cpu_has_bf16
 
     return _cpu_has_bf16()
 
