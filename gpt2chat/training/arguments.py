@@ -484,6 +484,13 @@ class DialogueTrainingArguments(TrainingArguments):
             "aliases": ["--num_workers"],
         },
     )
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pin batches in page-locked memory for faster GPU copies (default: when "
+            "training on a GPU; on CPU it does nothing but warn)."
+        },
+    )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
         metadata={
@@ -516,6 +523,10 @@ class DialogueTrainingArguments(TrainingArguments):
                     "--ckpt_name and --resume_from_checkpoint both name a checkpoint: pass one."
                 )
             self.resume_from_checkpoint = os.path.join(self.output_dir or "", self.ckpt_name)
+        if self.dataloader_pin_memory is None:
+            import torch
+
+            self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate (--lr) must be > 0, got {self.learning_rate}.")
         if self.warmup_steps < 0:

@@ -62,6 +62,19 @@ def test_seed_argument_names_are_aliases():
     assert (data.max_len, data.max_turns, data.data_dir) == (256, 3, ".")
 
 
+def test_pin_memory_only_when_a_gpu_trains(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    *_, train = parse(["--output_dir", "out"])
+    assert train.dataloader_pin_memory is False  # no "pin_memory ... no accelerator" warning
+    *_, train = parse(["--output_dir", "out", "--dataloader_pin_memory", "true"])
+    assert train.dataloader_pin_memory is True  # asked for: kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    *_, train = parse(["--output_dir", "out", "--use_cpu"])
+    assert train.dataloader_pin_memory is False
+
+
 def test_gpu_selects_cuda_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     import torch
