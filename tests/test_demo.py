@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gpt2chat.demo import DEMO_SCRIPT, DONE_FILE, DemoArguments, run_demo
+from gpt2chat.demo import DEMO_SCRIPT, DONE_FILE, MMI_CONTEXTS, DemoArguments, run_demo
 from gpt2chat.training import TimeBudgetCallback
 
 needs_smollm2 = pytest.mark.skipif(
@@ -275,6 +275,7 @@ def test_the_next_commands_parse_with_the_real_cli():
     assert (resolved.max_new_tokens, resolved.max_turns) == (args.max_new_tokens, args.max_turns)
     assert resolved.guidance_scale == args.guidance_scale
     assert resolved.repetition_penalty == args.repetition_penalty
+    assert resolved.mmi_contexts == list(MMI_CONTEXTS)
 
 
 def test_the_loss_goes_on_the_progress_bar_not_into_printed_dicts():

@@ -10,6 +10,7 @@ no-conversation term from one batched forward pass over ``<bos> [persona] <sp2> 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,8 +99,7 @@ def score_candidates(
     logits: Sequence[torch.Tensor],
     *,
     prompt_length: int,
-    unconditional_ids: Sequence[int],
-    unconditional_token_type_ids: Sequence[int] | None,
+    unconditional_prompts: Sequence[tuple[Sequence[int], Sequence[int] | None]],
     reply_token_type: int,
     stop_ids: Sequence[int],
     pad_token_id: int,
@@ -109,16 +109,18 @@ def score_candidates(
     """Score the rows ``generate`` sampled from one prompt.
 
     Args:
-        model: the model that generated them (runs the no-conversation pass).
+        model: the model that generated them (runs the no-conversation passes).
         sequences: ``(rows, prompt_length + steps)``, generate's output sequences.
         logits: generate's raw logits, one ``(rows, vocab)`` tensor per step.
         prompt_length: length of the (shared) prompt.
-        unconditional_ids: the no-conversation prompt (``<bos> [persona] <sp2>``).
-        unconditional_token_type_ids: its token types (models that take them), else ``None``.
+        unconditional_prompts: the prompts of the reference side, each ``(ids, token types or
+            None)``: the no-conversation prompt ``<bos> [persona] <sp2>``, or several generic
+            one-message conversations; a reply's ``unconditional_log_prob`` is the log of its
+            mean probability over them.
         reply_token_type: the token type of reply tokens.
         stop_ids: tokens that end a reply (``<eos>``, ``<sp1>``).
         pad_token_id: what generate put after a finished row.
-        mmi_weight: ``λ`` in ``log p(r | c) - λ log p(r | no conversation)``.
+        mmi_weight: ``λ`` in ``log p(r | c) - λ log p(r | reference)``.
         decode: turns a reply's ids into its text.
     """
     replies = [cut_at_stop(row[prompt_length:].tolist(), stop_ids) for row in sequences]
@@ -130,23 +132,17 @@ def score_candidates(
         ],
         dim=1,
     )
-    # Replies right-padded: causal attention keeps a reply's positions independent of the padding.
-    start = len(unconditional_ids)
-    width = max(len(r) for r in replies)
-    ids = torch.tensor(
-        [list(unconditional_ids) + r + [pad_token_id] * (width - len(r)) for r in replies],
-        device=sequences.device,
-    )
-    kwargs: dict[str, Any] = {"use_cache": False}
-    if unconditional_token_type_ids is not None:
-        types = list(unconditional_token_type_ids) + [reply_token_type] * width
-        kwargs["token_type_ids"] = torch.tensor([types] * len(replies), device=sequences.device)
-    out = model(ids, **kwargs).logits[:, start - 1 : -1].float()
-    unconditional = torch.log_softmax(out, dim=-1).gather(2, ids[:, start:, None]).squeeze(2)
+    references = torch.stack(
+        [
+            _reply_log_probs(model, ids, types, replies, reply_token_type, pad_token_id)
+            for ids, types in unconditional_prompts
+        ]
+    )  # (prompts, rows)
+    unconditional = torch.logsumexp(references, dim=0) - math.log(len(unconditional_prompts))
     candidates = []
     for row, reply in enumerate(replies):
         cond = float(conditional[row, : len(reply)].sum())
-        uncond = float(unconditional[row, : len(reply)].sum())
+        uncond = float(unconditional[row])
         candidates.append(
             Candidate(
                 text=decode(reply),
@@ -158,6 +154,33 @@ def score_candidates(
             )
         )
     return candidates
+
+
+def _reply_log_probs(
+    model,
+    prompt_ids: Sequence[int],
+    prompt_types: Sequence[int] | None,
+    replies: Sequence[list[int]],
+    reply_token_type: int,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """``log p(reply | prompt)`` of every reply, from one batched forward pass."""
+    device = next(model.parameters()).device
+    # Replies right-padded: causal attention keeps a reply's positions independent of the padding.
+    start = len(prompt_ids)
+    width = max(len(r) for r in replies)
+    ids = torch.tensor(
+        [list(prompt_ids) + r + [pad_token_id] * (width - len(r)) for r in replies], device=device
+    )
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if prompt_types is not None:
+        types = list(prompt_types) + [reply_token_type] * width
+        kwargs["token_type_ids"] = torch.tensor([types] * len(replies), device=device)
+    out = model(ids, **kwargs).logits[:, start - 1 : -1].float()
+    per_token = torch.log_softmax(out, dim=-1).gather(2, ids[:, start:, None]).squeeze(2)
+    lengths = torch.tensor([len(r) for r in replies], device=device)
+    mask = torch.arange(width, device=device)[None, :] < lengths[:, None]
+    return (per_token * mask).sum(dim=1)
 
 
 def best_candidate(candidates: Sequence[Candidate]) -> int:

@@ -264,6 +264,13 @@ class ChatSession:
             :attr:`last_candidates`.
         mmi_weight: the weight of the no-conversation log-probability in that score (``0``:
             the most likely candidate; ``1``: pointwise mutual information).
+        mmi_contexts: the reference side of that score: ``None`` (default) is the empty
+            conversation, ``log p(reply | no conversation)``; a list of generic messages (e.g.
+            ``["Hi.", "What's up?", "Okay."]``) makes it the reply's mean probability after each
+            of them as the only message: a reply that fits any message ("Yeah!") scores low, a
+            reply that fits this one scores high. The empty conversation is learned from few
+            examples (``unconditional_fraction``) and favours any reply that presupposes a
+            message; one-message conversations are what the model saw most.
         distinct_first_tokens: with ``num_candidates`` > 1, open every candidate with a
             different token, drawn without replacement from the final first-token distribution
             (:class:`~gpt2chat.chat.rerank.DistinctFirstTokens`), so that reranking chooses
@@ -295,6 +302,7 @@ class ChatSession:
         num_candidates: int = 1,
         mmi_weight: float = 0.5,
         distinct_first_tokens: bool = True,
+        mmi_contexts: Sequence[str] | None = None,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
         **generation_options: Any,
@@ -381,6 +389,16 @@ class ChatSession:
         self.num_candidates = num_candidates
         self.mmi_weight = float(mmi_weight)
         self.distinct_first_tokens = bool(distinct_first_tokens)
+        if mmi_contexts is not None and (
+            isinstance(mmi_contexts, str)
+            or not 1 <= len(mmi_contexts) <= 16
+            or not all(isinstance(t, str) and t.strip() for t in mmi_contexts)
+        ):
+            raise ValueError(
+                "`mmi_contexts` must be a list of 1 to 16 non-empty messages (or None: the empty "
+                f"conversation), got {mmi_contexts!r}."
+            )
+        self.mmi_contexts = list(mmi_contexts) if mmi_contexts else None
         self.last_candidates: list[Candidate] = []
         self._persona: str | None = None
         self._persona_length = 0
@@ -587,7 +605,10 @@ class ChatSession:
         if self.guidance_scale != 1.0:
             parts.append(f"context guidance {self.guidance_scale:g}")
         if self.num_candidates > 1:
-            parts.append(f"best of {self.num_candidates} candidates (MMI {self.mmi_weight:g})")
+            against = f" against {len(self.mmi_contexts)} messages" if self.mmi_contexts else ""
+            parts.append(
+                f"best of {self.num_candidates} candidates (MMI {self.mmi_weight:g}{against})"
+            )
         return (
             f"{', '.join(parts)}; up to {config.max_new_tokens} tokens; window of "
             f"{self.max_turns} utterances"
@@ -848,12 +869,28 @@ class ChatSession:
 
     def _rerank(self, turn: _Turn, sequences: torch.Tensor, logits: Sequence[torch.Tensor]) -> int:
         """Score each sampled row (see ``num_candidates``); record them; return the best row."""
+        reference = self._unconditional_prompt()
+        if self.mmi_contexts:  # generic one-message conversations instead of none
+            system = [{"role": "system", "content": self._persona}] if self._persona else []
+            prompts = []
+            for text in self.mmi_contexts:
+                rendered = render_messages(
+                    [*system, {"role": "user", "content": text}],
+                    self.tokenizer,
+                    tokens=self.tokens,
+                    add_generation_prompt=True,
+                )
+                types = rendered["token_type_ids"] if self.use_token_type_ids else None
+                prompts.append((rendered["input_ids"], types))
+        else:
+            prompts = [(reference["unconditional_ids"], reference["unconditional_token_type_ids"])]
         candidates = score_candidates(
             self.model,
             sequences,
             logits,
             prompt_length=len(turn.input_ids),
-            **self._unconditional_prompt(),
+            unconditional_prompts=prompts,
+            reply_token_type=reference["reply_token_type"],
             stop_ids=self._stop_ids,
             pad_token_id=self.tokens.pad_token_id,
             mmi_weight=self.mmi_weight,

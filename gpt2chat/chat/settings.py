@@ -60,6 +60,9 @@ class ChatSettings:
         guidance_scale: context guidance (``ChatSession``'s ``guidance_scale``; ``1``: off).
         num_candidates: MMI reranking of this many sampled replies (``1``: off).
         mmi_weight: the weight of ``log p(reply | no conversation)`` in that reranking.
+        mmi_contexts: generic messages whose one-message conversations are that reranking's
+            reference side instead of the empty conversation (``ChatSession``'s
+            ``mmi_contexts``), or ``None``.
     """
 
     max_turns: int = 5
@@ -72,6 +75,7 @@ class ChatSettings:
     guidance_scale: float = 1.0
     num_candidates: int = 1
     mmi_weight: float = 0.5
+    mmi_contexts: list[str] | None = None
 
     def __post_init__(self) -> None:
         self._check()
@@ -109,6 +113,16 @@ class ChatSettings:
             "an integer between 1 (off) and 64",
         )
         need(_is_number(self.mmi_weight) and self.mmi_weight >= 0, "mmi_weight", "a number >= 0")
+        need(
+            self.mmi_contexts is None
+            or (
+                isinstance(self.mmi_contexts, list)
+                and 1 <= len(self.mmi_contexts) <= 16
+                and all(isinstance(t, str) and t.strip() for t in self.mmi_contexts)
+            ),
+            "mmi_contexts",
+            "a list of 1 to 16 non-empty messages or null",
+        )
         if self.num_candidates > 1 and not self.do_sample:
             raise ValueError(
                 f"{where}`num_candidates` > 1 reranks sampled replies: set do_sample to true or "
@@ -126,8 +140,9 @@ class ChatSettings:
         if not self.do_sample:
             for key in ("temperature", "top_p", "top_k", "num_candidates", "mmi_weight"):
                 kwargs.pop(key)
-        if self.repetition_penalty is None:
-            kwargs.pop("repetition_penalty")
+        for key in ("repetition_penalty", "mmi_contexts"):
+            if kwargs.get(key) is None:
+                kwargs.pop(key, None)
         return kwargs
 
     def under(self, explicit: dict[str, Any]) -> dict[str, Any]:

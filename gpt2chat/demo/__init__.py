@@ -55,6 +55,9 @@ DEMO_SCRIPT = (
     "I failed my exam today.",
     "Thanks for listening. Talk to you later!",
 )
+#: Generic messages whose one-message conversations are the reference side of the chat's MMI
+#: reranking (``mmi_contexts``): a reply that would fit any of them scores low.
+MMI_CONTEXTS = ("Hi.", "What's up?", "Okay.", "I see.", "Tell me about yourself.")
 #: The speaker tokens' embeddings start from the base model's own chat-role markers.
 ROLE_MARKER_INIT = {
     "<bos>": "<|im_start|>",
@@ -269,6 +272,7 @@ class DemoArguments:
             guidance_scale=self.guidance_scale,
             num_candidates=self.num_candidates,
             mmi_weight=self.mmi_weight,
+            mmi_contexts=list(MMI_CONTEXTS),
         )
 
 

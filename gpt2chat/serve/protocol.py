@@ -47,6 +47,8 @@ class ServeSettings:
         num_candidates: for sampled requests, MMI reranking of this many replies
             (``ChatSession``'s ``num_candidates``; ``1``: off); streams send the reply whole.
         mmi_weight: ``ChatSession``'s ``mmi_weight`` for that reranking.
+        mmi_contexts: ``ChatSession``'s ``mmi_contexts`` for that reranking (``None``: the
+            model's ``chat_config.json`` value, else the empty conversation).
         max_turns: utterances per exchange, the reply included, as in training.
         chat_config: fill the decoding values left at ``None`` above (``max_new_tokens`` to
             ``max_turns``) from the model's ``chat_config.json`` (:class:`~gpt2chat.ChatSettings`),
@@ -74,6 +76,7 @@ class ServeSettings:
     guidance_scale: float | None = None
     num_candidates: int | None = None
     mmi_weight: float | None = None
+    mmi_contexts: list[str] | None = None
     max_turns: int | None = None
     chat_config: bool = True
     persona: str | None = None
@@ -126,6 +129,7 @@ class ServeSettings:
             "guidance_scale": chat.guidance_scale,
             "num_candidates": chat.num_candidates,
             "mmi_weight": chat.mmi_weight,
+            "mmi_contexts": chat.mmi_contexts,
             "max_turns": chat.max_turns,
         }
         missing = {k: v for k, v in values.items() if getattr(self, k) is None}
@@ -388,6 +392,8 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=settings.top_k)
         if settings.num_candidates > 1:
             options.update(num_candidates=settings.num_candidates, mmi_weight=settings.mmi_weight)
+            if settings.mmi_contexts:
+                options["mmi_contexts"] = settings.mmi_contexts
     if settings.repetition_penalty is not None:
         options["repetition_penalty"] = settings.repetition_penalty
     if settings.guidance_scale != 1.0:

@@ -183,3 +183,34 @@ def test_candidates_start_with_different_tokens(gpt2, tok):
             firsts[distinct].append({c.token_ids[0] for c in session.last_candidates})
     assert all(len(row) == 4 for row in firsts[True]), firsts
     assert not all(len(row) == 4 for row in firsts[False]), firsts
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generic_contexts_are_the_reference_side(arch, gpt2, tok):
+    """With mmi_contexts, a candidate's reference log-probability is the log of its mean
+    probability after each generic message, from plain forward passes."""
+    import math
+
+    model = gpt2 if arch == "gpt2" else tiny_llama(tok)
+    types = arch == "gpt2"
+    contexts = ["Hi.", "What's up?", "Okay."]
+    session = ChatSession(
+        model, tok, num_candidates=3, mmi_contexts=contexts, max_new_tokens=8, max_turns=20, seed=0
+    )
+    sp2 = session.tokens.sp2_token_id
+    session.send(MESSAGES[1])
+    for c in session.last_candidates:
+        values = []
+        for text in contexts:
+            prompt = render_messages([{"role": "user", "content": text}], tok,
+                                     add_generation_prompt=True)  # fmt: skip
+            ids = prompt["input_ids"] + c.token_ids
+            t = prompt["token_type_ids"] + [sp2] * len(c.token_ids) if types else None
+            values.append(log_prob(model, ids, t, len(prompt["input_ids"])))
+        expected = math.log(sum(math.exp(v) for v in values) / len(values))
+        assert c.unconditional_log_prob == pytest.approx(expected, abs=1e-3)
+        assert c.score == pytest.approx(c.log_prob - 0.5 * expected, abs=1e-3)
+    with pytest.raises(ValueError, match="mmi_contexts"):
+        ChatSession(gpt2, tok, num_candidates=3, mmi_contexts="Hi.")
+    with pytest.raises(ValueError, match="mmi_contexts"):
+        ChatSession(gpt2, tok, num_candidates=3, mmi_contexts=["Hi.", "  "])

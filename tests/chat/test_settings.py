@@ -24,6 +24,7 @@ DEMO_LIKE = ChatSettings(
     guidance_scale=1.3,
     num_candidates=3,
     mmi_weight=0.4,
+    mmi_contexts=["Hi.", "Okay."],
 )
 
 
@@ -51,6 +52,7 @@ def session_settings(chat: ChatSession) -> dict:
         "guidance_scale": chat.guidance_scale,
         "num_candidates": chat.num_candidates,
         "mmi_weight": chat.mmi_weight,
+        "mmi_contexts": chat.mmi_contexts,
     }
 
 
@@ -116,6 +118,8 @@ def test_a_bad_file_is_named_in_the_error(tmp_path, content, match):
         ({"num_candidates": 65}, "num_candidates"),
         ({"repetition_penalty": -1.0}, "repetition_penalty"),
         ({"mmi_weight": float("nan")}, "mmi_weight"),
+        ({"mmi_contexts": "Hi."}, "mmi_contexts"),
+        ({"mmi_contexts": []}, "mmi_contexts"),
     ],
 )
 def test_settings_are_validated(kwargs, match):
@@ -156,7 +160,7 @@ def test_the_session_describes_its_decoding(tuned_dir, plain_dir):
     chat = ChatSession.from_pretrained(tuned_dir, device="cpu")
     assert chat.describe_decoding() == (
         "sampling (temperature 0.7, top-p 0.9), repetition penalty 1.2, context guidance 1.3, "
-        "best of 3 candidates (MMI 0.4); up to 12 tokens; window of 3 utterances"
+        "best of 3 candidates (MMI 0.4 against 2 messages); up to 12 tokens; window of 3 utterances"
     )
     greedy = ChatSession.from_pretrained(plain_dir, device="cpu", do_sample=False)
     assert greedy.describe_decoding() == "greedy; up to 64 tokens; window of 5 utterances"

@@ -628,6 +628,7 @@ def test_the_model_folders_chat_settings_are_the_defaults(model_dir, reference, 
         guidance_scale=1.3,
         num_candidates=2,
         mmi_weight=0.4,
+        mmi_contexts=["Hi.", "Okay."],
     )
     saved.save_pretrained(folder)
     messages = [user("Hello!"), {"role": "assistant", "content": "Hi."}, user("How are you?")]
