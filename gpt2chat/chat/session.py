@@ -390,7 +390,7 @@ class ChatSession:
         self.mmi_weight = float(mmi_weight)
         self.distinct_first_tokens = bool(distinct_first_tokens)
         if mmi_contexts is not None and (
-            isinstance(mmi_contexts, str)
+            not isinstance(mmi_contexts, (list, tuple))
             or not 1 <= len(mmi_contexts) <= 16
             or not all(isinstance(t, str) and t.strip() for t in mmi_contexts)
         ):

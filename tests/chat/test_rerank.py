@@ -214,3 +214,5 @@ def test_generic_contexts_are_the_reference_side(arch, gpt2, tok):
         ChatSession(gpt2, tok, num_candidates=3, mmi_contexts="Hi.")
     with pytest.raises(ValueError, match="mmi_contexts"):
         ChatSession(gpt2, tok, num_candidates=3, mmi_contexts=["Hi.", "  "])
+    with pytest.raises(ValueError, match="mmi_contexts"):
+        ChatSession(gpt2, tok, num_candidates=3, mmi_contexts=3)
