@@ -85,6 +85,15 @@ class DistinctFirstTokens:
         return kept
 
 
+def valid_mmi_contexts(value: Any) -> bool:
+    """Whether ``value`` is a usable ``mmi_contexts``: a list of 1 to 16 non-empty messages."""
+    return (
+        isinstance(value, (list, tuple))
+        and 1 <= len(value) <= 16
+        and all(isinstance(text, str) and text.strip() for text in value)
+    )
+
+
 def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
     """A batch row's reply: up to and including its first stop token (padding follows it)."""
     for i, token in enumerate(generated):

@@ -48,6 +48,7 @@ from .rerank import (
     best_candidate,
     cut_at_stop,
     score_candidates,
+    valid_mmi_contexts,
 )
 from .settings import ChatSettings
 
@@ -389,11 +390,7 @@ class ChatSession:
         self.num_candidates = num_candidates
         self.mmi_weight = float(mmi_weight)
         self.distinct_first_tokens = bool(distinct_first_tokens)
-        if mmi_contexts is not None and (
-            not isinstance(mmi_contexts, (list, tuple))
-            or not 1 <= len(mmi_contexts) <= 16
-            or not all(isinstance(t, str) and t.strip() for t in mmi_contexts)
-        ):
+        if mmi_contexts is not None and not valid_mmi_contexts(mmi_contexts):
             raise ValueError(
                 "`mmi_contexts` must be a list of 1 to 16 non-empty messages (or None: the empty "
                 f"conversation), got {mmi_contexts!r}."
@@ -867,30 +864,30 @@ class ChatSession:
             "reply_token_type": self.tokens.sp2_token_id,
         }
 
+    def _reference_prompts(self) -> list[tuple[list[int], list[int] | None]]:
+        """The reference side of reranking, ``(ids, token types or None)`` per prompt: the
+        no-conversation prompt, or one generic one-message conversation per ``mmi_contexts``."""
+        texts = self.mmi_contexts or [None]
+        system = [{"role": "system", "content": self._persona}] if self._persona else []
+        prompts = []
+        for text in texts:  # None: the conversation left out, as context guidance does
+            user = [{"role": "user", "content": text}] if text is not None else []
+            rendered = render_messages(
+                [*system, *user], self.tokenizer, tokens=self.tokens, add_generation_prompt=True
+            )
+            types = rendered["token_type_ids"] if self.use_token_type_ids else None
+            prompts.append((rendered["input_ids"], types))
+        return prompts
+
     def _rerank(self, turn: _Turn, sequences: torch.Tensor, logits: Sequence[torch.Tensor]) -> int:
         """Score each sampled row (see ``num_candidates``); record them; return the best row."""
-        reference = self._unconditional_prompt()
-        if self.mmi_contexts:  # generic one-message conversations instead of none
-            system = [{"role": "system", "content": self._persona}] if self._persona else []
-            prompts = []
-            for text in self.mmi_contexts:
-                rendered = render_messages(
-                    [*system, {"role": "user", "content": text}],
-                    self.tokenizer,
-                    tokens=self.tokens,
-                    add_generation_prompt=True,
-                )
-                types = rendered["token_type_ids"] if self.use_token_type_ids else None
-                prompts.append((rendered["input_ids"], types))
-        else:
-            prompts = [(reference["unconditional_ids"], reference["unconditional_token_type_ids"])]
         candidates = score_candidates(
             self.model,
             sequences,
             logits,
             prompt_length=len(turn.input_ids),
-            unconditional_prompts=prompts,
-            reply_token_type=reference["reply_token_type"],
+            unconditional_prompts=self._reference_prompts(),
+            reply_token_type=self.tokens.sp2_token_id,
             stop_ids=self._stop_ids,
             pad_token_id=self.tokens.pad_token_id,
             mmi_weight=self.mmi_weight,

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .rerank import valid_mmi_contexts
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CHAT_CONFIG_NAME", "ChatSettings"]
@@ -114,12 +116,7 @@ class ChatSettings:
         )
         need(_is_number(self.mmi_weight) and self.mmi_weight >= 0, "mmi_weight", "a number >= 0")
         need(
-            self.mmi_contexts is None
-            or (
-                isinstance(self.mmi_contexts, list)
-                and 1 <= len(self.mmi_contexts) <= 16
-                and all(isinstance(t, str) and t.strip() for t in self.mmi_contexts)
-            ),
+            self.mmi_contexts is None or valid_mmi_contexts(self.mmi_contexts),
             "mmi_contexts",
             "a list of 1 to 16 non-empty messages or null",
         )
