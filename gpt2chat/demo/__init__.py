@@ -212,10 +212,10 @@ class DemoArguments:
         },
     )
     mmi_weight: float = field(
-        default=0.5,
+        default=0.75,
         metadata={
             "help": "Reranking score: log p(reply | conversation) - mmi_weight * "
-            "log p(reply | no conversation)."
+            "log p(reply | the generic messages of MMI_CONTEXTS)."
         },
     )
 
