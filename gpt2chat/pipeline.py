@@ -133,7 +133,7 @@ def prepare_to_disk(model_args, data_args, output_dir, splits) -> list[dict]:
             split,
             tokenizer,
             data_dir=data_args.data_dir,
-            train_frac=data_args.train_frac,
+            train_frac=data_args.train_frac_for(split),
             normalize=data_args.normalize_text,
             **data_args.render_kwargs,
             num_proc=data_args.preprocessing_num_workers,

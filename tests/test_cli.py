@@ -127,3 +127,57 @@ def test_prepare_then_train_on_the_prepared_dir(tmp_path, capsys):
     assert code == 0
     assert "Training finished." in capsys.readouterr().out
     assert "chats" in (out / "README.md").read_text()  # the jsonl source name, from the features
+
+
+def test_training_on_one_file_holds_out_validation_and_prints_the_eval_command(tmp_path, capsys):
+    """The demo's "train on your own data" command names one .jsonl: training evaluates on its
+    last 5 % of dialogues, not on those it learns from, and the printed `gpt2chat eval` command
+    evaluates on exactly those."""
+    import shlex
+
+    from .training.helpers import daily_dialogues, write_jsonl
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    data = write_jsonl(tmp_path / "my_dialogues.jsonl", daily_dialogues("validation", n=40))
+    out = tmp_path / "bot"
+    code = main(
+        ["train", "--model_name_or_path", str(model_dir), "--datasets", "jsonl", "--data_dir",
+         str(data), "--max_len", "48", "--max_steps", "2", "--batch_size", "4",
+         "--ckpt_dir", str(out), "--use_cpu", "--report_to", "none", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    command = next(line for line in printed.splitlines() if line.startswith("Evaluate it:"))
+    argv = shlex.split(command.split(":", 1)[1])
+    assert argv[:2] == ["gpt2chat", "eval"]
+    assert argv[2:] == ["--model", str(out), "--datasets", "jsonl", "--data_dir", str(data),
+                        "--max_len", "48", "--split", "validation"]  # fmt: skip
+    eval_results = json.loads((out / "eval_results.json").read_text())
+
+    report = tmp_path / "eval.json"
+    assert main([*argv[1:], "--num_samples", "0", "--use_cpu", "--output_file", str(report)]) == 0
+    rows = {r["dataset"]: r for r in json.loads(report.read_text())["results"]}
+    assert rows["all"]["perplexity"] == pytest.approx(eval_results["eval_perplexity"], rel=1e-5)
+
+    from gpt2chat import load_dialogues
+
+    held_out = load_dialogues("jsonl", "validation", data_dir=str(data), train_frac=0.95)
+    trained = load_dialogues("jsonl", "train", data_dir=str(data), train_frac=0.95)
+    assert (len(trained), len(held_out)) == (38, 2)
+    assert not {tuple(u) for u in held_out["utterances"]} & {
+        tuple(u) for u in trained["utterances"]
+    }
+
+
+def test_one_file_too_small_to_hold_out_is_a_clear_error(tmp_path, capsys):
+    from .training.helpers import daily_dialogues, write_jsonl
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    data = write_jsonl(tmp_path / "one.jsonl", daily_dialogues("validation", n=1))
+    code = main(
+        ["train", "--model_name_or_path", str(model_dir), "--datasets", "jsonl", "--data_dir",
+         str(data), "--max_len", "48", "--ckpt_dir", str(tmp_path / "out"), "--use_cpu",
+         "--report_to", "none"]
+    )  # fmt: skip
+    assert code == 1
+    assert f"--data_dir {data} has too few dialogues to hold out 5 %" in capsys.readouterr().err

@@ -106,7 +106,7 @@ def cmd_eval(argv: list[str]) -> int:
 
         dialogues = datasets.load_from_disk(str(Path(data_args.prepared_dir) / split))
     else:
-        common = {"data_dir": data_args.data_dir, "train_frac": data_args.train_frac,
+        common = {"train_frac": data_args.train_frac_for(split),
                   "normalize": data_args.normalize_text}  # fmt: skip
         names = data_args.dataset_names
         roots = _per_dataset_dirs(data_args.data_dir, names)

@@ -181,6 +181,15 @@ class DataArguments:
             "Unset: the official splits."
         },
     )
+    validation_split_percentage: int = field(
+        default=5,
+        metadata={
+            "help": "When --data_dir is one file (your .jsonl, which would otherwise be every "
+            "split) and --train_frac is unset: its last N %% of dialogues are the validation "
+            "split and the rest the train split, so training never evaluates on the dialogues "
+            "it learns from (as run_clm.py does). 0: every split is the whole file."
+        },
+    )
     max_turns: int = field(
         default=5, metadata={"help": "Utterances per example, the reply included."}
     )
@@ -272,6 +281,15 @@ class DataArguments:
             )
         if self.train_frac is not None and not 0.0 < self.train_frac < 1.0:
             raise ValueError(f"--train_frac must be between 0 and 1, got {self.train_frac}.")
+        if (
+            isinstance(self.validation_split_percentage, bool)
+            or not isinstance(self.validation_split_percentage, int)
+            or not 0 <= self.validation_split_percentage < 100
+        ):
+            raise ValueError(
+                "--validation_split_percentage must be an integer from 0 to 99, got "
+                f"{self.validation_split_percentage!r}."
+            )
         if self.max_turns < 1:
             raise ValueError(f"--max_turns must be >= 1, got {self.max_turns}.")
         if self.max_len < 4:
@@ -299,6 +317,28 @@ class DataArguments:
             "reply_speakers": self.reply_speakers,
             "with_persona": self.with_persona,
         }
+
+    @property
+    def single_file(self) -> bool:
+        """``--data_dir`` is one file (a ``.jsonl``): the data of every split unless re-split."""
+        from pathlib import Path
+
+        return self.data_dir is not None and Path(self.data_dir).is_file()
+
+    def train_frac_for(self, split: str) -> float | None:
+        """The ``train_frac`` that :func:`gpt2chat.load_dialogues` gets for ``split``:
+        ``--train_frac`` when given; else, for the train and validation splits of a single-file
+        ``--data_dir``, ``1 - validation_split_percentage / 100``; else ``None`` (the official
+        splits, or the whole file)."""
+        if self.train_frac is not None:
+            return self.train_frac
+        if (
+            split in ("train", "validation")
+            and self.single_file
+            and self.validation_split_percentage
+        ):
+            return 1.0 - self.validation_split_percentage / 100.0
+        return None
 
     @property
     def dataset_names(self) -> list[str]:

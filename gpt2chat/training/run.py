@@ -32,6 +32,7 @@ class TrainingSummary:
     merged_dir: str | None = None
     pushed_to: str | None = None
     is_main_process: bool = True
+    eval_flags: str = "--split test"
 
     def format(self) -> str:
         lines = ["", "Training finished."]
@@ -51,7 +52,7 @@ class TrainingSummary:
         lines += [
             "",
             f"Chat with it:      gpt2chat chat --model_path {chat_path}",
-            f"Evaluate it:       gpt2chat eval --model {chat_path} --split test",
+            f"Evaluate it:       gpt2chat eval --model {chat_path} {self.eval_flags}",
             f"TensorBoard:       tensorboard --logdir {Path(self.output_dir) / 'runs'}",
         ]
         return "\n".join(lines)
@@ -125,16 +126,57 @@ def load_training_data(
         tokenizer_name_or_path=model_args.tokenizer_name_or_path,
         gguf_file=model_args.gguf_file,
     )
-    common = {
-        "data_dir": data_args.data_dir,
-        "train_frac": data_args.train_frac,
-        "normalize": data_args.normalize_text,
-    }
-    train = load_dialogues(data_args.dataset_names, data_args.train_split, **common)
-    eval_ = None
-    if wants_eval:
-        eval_ = load_dialogues(data_args.dataset_names, data_args.eval_split, **common)
-    return train, eval_, tokenizer
+    common = {"data_dir": data_args.data_dir, "normalize": data_args.normalize_text}
+    splits = [data_args.train_split] + ([data_args.eval_split] if wants_eval else [])
+    held_out = any(
+        data_args.train_frac is None and data_args.train_frac_for(s) is not None for s in splits
+    )
+    if held_out:
+        logger.info(
+            "--data_dir %s is one file: the last %d %% of its dialogues are the validation "
+            "split, the rest the train split (--validation_split_percentage; 0 uses the whole "
+            "file for both).",
+            data_args.data_dir,
+            data_args.validation_split_percentage,
+        )
+    loaded = [
+        load_dialogues(data_args.dataset_names, s, train_frac=data_args.train_frac_for(s), **common)
+        for s in splits
+    ]
+    if held_out and any(len(d) == 0 for d in loaded):
+        raise ValueError(
+            f"--data_dir {data_args.data_dir} has too few dialogues to hold out "
+            f"{data_args.validation_split_percentage} % of them for validation and train on the "
+            "rest: add dialogues, give a folder with train.jsonl and validation.jsonl, or pass "
+            "--eval_strategy no --load_best_model_at_end false --validation_split_percentage 0."
+        )
+    return loaded[0], (loaded[1] if wants_eval else None), tokenizer
+
+
+def eval_command_flags(data_args: DataArguments) -> str:
+    """The ``gpt2chat eval`` flags that evaluate on the data a training run held out: the same
+    datasets, files and rendering options, on the test split — or, for a single file or
+    ``--train_frac``, on the validation split (a re-split has no test split)."""
+    import shlex
+
+    if data_args.prepared_dir:
+        root = Path(data_args.prepared_dir)
+        split = "test" if (root / "test").is_dir() else data_args.eval_split
+        return f"--prepared_dir {shlex.quote(str(root))} --split {split}"
+    defaults = DataArguments.__dataclass_fields__
+    names = ["datasets", "data_dir", "train_frac", "max_turns", "max_len", "reply_speakers"]
+    names += ["with_persona", "normalize_text"]
+    if data_args.single_file:
+        names.append("validation_split_percentage")
+    flags = [
+        f"--{name} {shlex.quote(str(getattr(data_args, name)))}"
+        for name in names
+        if getattr(data_args, name) is not None
+        and getattr(data_args, name) != defaults[name].default
+    ]
+    resplit = data_args.train_frac_for("validation") is not None
+    flags.append(f"--split {'validation' if resplit else 'test'}")
+    return " ".join(flags)
 
 
 def run_training(
@@ -199,6 +241,7 @@ def run_training(
         merged_dir=merged_dir,
         pushed_to=pushed,
         is_main_process=trainer.is_world_process_zero(),
+        eval_flags=eval_command_flags(data_args),
     )
     # Every process reaches the end before the process group is destroyed: a process that
     # destroys it while another is still saving can leave that one blocked at exit.

@@ -100,6 +100,10 @@ def test_gpu_selects_cuda_devices(monkeypatch):
         (lambda: DataArguments(eval_split="dev2"), "--eval_split must be one of"),
         (lambda: DataArguments(prepared_dir="."), "not a folder written by `gpt2chat prepare`"),
         (lambda: DataArguments(max_train_samples=0), "--max_train_samples must be >= 1"),
+        (
+            lambda: DataArguments(validation_split_percentage=100),
+            "--validation_split_percentage must be an integer from 0 to 99, got 100",
+        ),
         (lambda: ModelArguments(torch_dtype="float8"), "--torch_dtype must be one of"),
         (lambda: ModelArguments(use_token_type_ids="maybe"), "--use_token_type_ids must be"),
         (lambda: ModelArguments(from_scratch_config="/no/config.json"), "does not exist"),
@@ -128,3 +132,20 @@ def test_config_overrides():
     }  # fmt: skip
     with pytest.raises(ValueError, match="is not key=value"):
         parse_config_overrides("n_layer")
+
+
+def test_a_single_file_is_split_for_train_and_validation(tmp_path):
+    file = tmp_path / "chats.jsonl"
+    file.write_text("{}\n")
+    args = DataArguments(datasets="jsonl", data_dir=str(file))
+    assert args.single_file
+    assert args.train_frac_for("train") == args.train_frac_for("validation") == 0.95
+    assert args.train_frac_for("test") is None  # a test file is the whole file
+    assert (
+        DataArguments(datasets="jsonl", data_dir=str(file), train_frac=0.8).train_frac_for("test")
+        == 0.8
+    )  # the explicit re-split wins (load_dialogues then refuses the test split)
+    off = DataArguments(datasets="jsonl", data_dir=str(file), validation_split_percentage=0)
+    assert off.train_frac_for("train") is None
+    folder = DataArguments(datasets="jsonl", data_dir=str(tmp_path))
+    assert not folder.single_file and folder.train_frac_for("validation") is None
