@@ -125,8 +125,18 @@ def test_prepare_then_train_on_the_prepared_dir(tmp_path, capsys):
          "--report_to", "none", "--disable_tqdm", "true"]
     )  # fmt: skip
     assert code == 0
-    assert "Training finished." in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Training finished." in printed
     assert "chats" in (out / "README.md").read_text()  # the jsonl source name, from the features
+    # the printed eval command names the prepared features (no test split was prepared)
+    command = f"gpt2chat eval --model {out} --prepared_dir {prepared} --split validation"
+    assert command in printed
+    report = tmp_path / "eval.json"
+    argv = [*command.split()[1:], "--max_len", "48", "--num_samples", "0", "--use_cpu"]
+    assert main([*argv, "--output_file", str(report)]) == 0
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    rows = {r["dataset"]: r for r in json.loads(report.read_text())["results"]}
+    assert rows["all"]["perplexity"] == pytest.approx(eval_results["eval_perplexity"], rel=1e-5)
 
 
 def test_training_on_one_file_holds_out_validation_and_prints_the_eval_command(tmp_path, capsys):
