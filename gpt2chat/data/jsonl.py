@@ -137,7 +137,13 @@ def _resolve_file(
         if (root / name).is_file():
             return root / name, root.name
     raise FileNotFoundError(
-        f"jsonl: no {split} file in {root}: expected {' or '.join(_SPLIT_FILES[split])}."
+        f"jsonl: no {split} file in {root}: expected {' or '.join(_SPLIT_FILES[split])}"
+        + (
+            f", or give the file {root / 'train.jsonl'} itself as `data_dir` (`gpt2chat train` "
+            "then holds out the last --validation_split_percentage of its dialogues)."
+            if split == "validation" and (root / "train.jsonl").is_file()
+            else "."
+        )
     )
 
 

@@ -122,6 +122,12 @@ def test_folder_split_files(tmp_path):
     assert load_jsonl("validation", d, normalize=False)["utterances"] == [["V a.", "V b."]]
 
 
+def test_a_folder_without_validation_file_points_at_the_single_file_split(tmp_path):
+    write_lines(tmp_path / "train.jsonl", [{"utterances": ["Train a.", "Train b."]}])
+    with pytest.raises(FileNotFoundError, match=r"give the file .*train\.jsonl itself as"):
+        load_jsonl("validation", tmp_path)
+
+
 def test_through_load_dialogues(tmp_path):
     f = write_lines(tmp_path / "mine.jsonl", [{"utterances": ["Hello there.", "Hi."]}])
     ds = load_dialogues("jsonl", "train", data_dir=f, cache_dir=tmp_path / "unused")
