@@ -9,8 +9,7 @@ import pytest
 
 from gpt2chat.cli import COMMANDS, main
 
-from .conftest import require_shared
-from .training.helpers import DAILY_DIALOG, save_tiny_model
+from .training.helpers import daily_dialog_dir, save_tiny_model
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -56,11 +55,10 @@ def test_bad_arguments_are_clear_errors(argv, message, capsys):
 
 
 def test_max_len_larger_than_the_model_context(tmp_path, capsys):
-    require_shared("data", "dailydialog")
     model_dir = save_tiny_model(tmp_path / "tiny", n_positions=64)
     code = main(
         ["train", "--model_name_or_path", str(model_dir), "--datasets", "daily_dialog",
-         "--data_dir", str(DAILY_DIALOG), "--train_split", "test", "--eval_split", "test",
+         "--data_dir", str(daily_dialog_dir()), "--train_split", "test", "--eval_split", "test",
          "--max_len", "128", "--ckpt_dir", str(tmp_path / "out"), "--use_cpu", "--report_to", "none"]
     )  # fmt: skip
     assert code == 1
@@ -70,12 +68,11 @@ def test_max_len_larger_than_the_model_context(tmp_path, capsys):
 
 
 def test_train_then_eval_end_to_end(tmp_path, capsys):
-    require_shared("data", "dailydialog")
     model_dir = save_tiny_model(tmp_path / "tiny")
     out = tmp_path / "out"
     config = tmp_path / "train.yaml"
     config.write_text(
-        f"model_name_or_path: {model_dir}\ndatasets: daily_dialog\ndata_dir: {DAILY_DIALOG}\n"
+        f"model_name_or_path: {model_dir}\ndatasets: daily_dialog\ndata_dir: {daily_dialog_dir()}\n"
         "train_split: validation\neval_split: test\nmax_train_samples: 8\nmax_eval_samples: 4\n"
         "max_len: 48\nnum_epochs: 1\nbatch_size: 4\nlr: 0.01\n"
     )
@@ -92,7 +89,7 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
 
     report = tmp_path / "eval.json"
     code = main(
-        ["eval", "--model", str(out), "--datasets", "daily_dialog", "--data_dir", str(DAILY_DIALOG),
+        ["eval", "--model", str(out), "--datasets", "daily_dialog", "--data_dir", str(daily_dialog_dir()),
          "--split", "test", "--max_len", "48", "--max_eval_samples", "4", "--num_samples", "2",
          "--max_new_tokens", "4", "--use_cpu", "--output_file", str(report)]
     )  # fmt: skip

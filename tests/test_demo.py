@@ -11,7 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from gpt2chat.demo import DEMO_SCRIPT, DONE_FILE, MMI_CONTEXTS, DemoArguments, run_demo
+from gpt2chat.demo import (
+    DEMO_SCRIPT,
+    DONE_FILE,
+    MMI_CONTEXTS,
+    DemoArguments,
+    _cut_short_note,
+    run_demo,
+)
 from gpt2chat.training import TimeBudgetCallback
 
 needs_smollm2 = pytest.mark.skipif(
@@ -43,7 +50,9 @@ def _demo(args: list[str], cwd) -> subprocess.CompletedProcess:
 @needs_smollm2
 def test_demo_fast_mode_through_a_pipe(tmp_path):
     out_dir = tmp_path / "demo-model"
-    first = _demo(["--output_dir", str(out_dir), *FAST], tmp_path)
+    # A time cap too small for the 3 steps: training stops after the first and the demo says so.
+    cut = ["--max_steps", "3", "--time_budget", "0.001"]
+    first = _demo(["--output_dir", str(out_dir), *FAST, *cut], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     text = first.stdout
     assert "Validation perplexity before fine-tuning" in text
@@ -65,7 +74,10 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
     fast_args = DemoArguments(output_dir=str(out_dir), max_new_tokens=12)
     assert ChatSettings.from_pretrained(out_dir) == fast_args.chat_settings
     metrics = json.loads((out_dir / DONE_FILE).read_text())
-    assert metrics["steps"] == 2 and metrics["eval_examples"] == 4
+    assert metrics["steps"] == 1 and metrics["eval_examples"] == 4
+    assert metrics["stopped_by_time_budget"] is True
+    assert "NOTE: training was cut short by the 0 s time cap after 1 of 3 steps" in text
+    assert "under-trained" in text and "--retrain" in text
     assert metrics["perplexity_before"] > 1 and metrics["perplexity_after"] > 1
 
     # The saved folder is a plain Hugging Face folder: transformers alone loads it.
@@ -90,6 +102,7 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
     second = _demo(["--output_dir", str(out_dir), "--chat", "none"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Reusing the demo model" in second.stdout
+    assert "cut short by the 0 s time cap after 1 of 3 steps" in second.stdout  # said again
     assert "Fine-tuning" not in second.stdout
 
     # The chat's sampling seed is fresh each run and printed; --chat_seed replays the replies.
@@ -225,6 +238,14 @@ def test_some_examples_leave_the_conversation_out(chat_tokenizer):
 
 def _state(step: int, max_steps: int = 10):
     return SimpleNamespace(global_step=step, max_steps=max_steps)
+
+
+def test_the_demo_trains_all_its_steps_unless_a_generous_cap_cuts_it():
+    args = DemoArguments()
+    assert args.max_steps == 100 and args.time_budget == 900  # 15 minutes: a safety cap only
+    note = _cut_short_note(21, 100, 300)
+    assert "cut short by the 300 s time cap after 21 of 100 steps" in note
+    assert "under-trained" in note and "--time_budget 0" in note
 
 
 def test_time_budget_callback_stops_before_the_budget_ends():

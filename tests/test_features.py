@@ -148,13 +148,14 @@ def test_missing_column(chat_tokenizer):
         prepare_dataset([["a", "b"]], chat_tokenizer)
 
 
-def test_real_daily_dialog_features(chat_tokenizer, shared_data_dir):
+def _daily_dialog_features(chat_tokenizer, root):
     from gpt2chat import load_dialogues
 
-    dlg = load_dialogues("daily_dialog", "validation", data_dir=shared_data_dir / "dailydialog")
+    dlg = load_dialogues("daily_dialog", "validation", data_dir=root / "dailydialog")
     out = prepare_dataset(dlg, chat_tokenizer, max_len=256, num_proc=2)
     (stats,) = dataset_statistics(dlg, out)
-    assert stats.dialogues == 1000 and stats.utterances == 8069
+    assert stats.dialogues == len(dlg)
+    assert stats.utterances == sum(len(u) for u in dlg["utterances"])
     assert stats.examples + stats.skipped_replies == sum(len(u) // 2 for u in dlg["utterances"])
     assert stats.max_length <= 256
     t = get_speaker_tokens(chat_tokenizer)
@@ -162,6 +163,18 @@ def test_real_daily_dialog_features(chat_tokenizer, shared_data_dir):
         labels = [x for x in ex["labels"] if x != IGNORE_INDEX]
         assert labels[-1] == t.eos_token_id and len(labels) >= 2
         assert ex["input_ids"][0] == t.bos_token_id and ex["token_type_ids"][-1] == t.sp2_token_id
+    return stats
+
+
+def test_daily_dialog_features(chat_tokenizer, data_dir):
+    stats = _daily_dialog_features(chat_tokenizer, data_dir)
+    assert stats.examples > 300
+
+
+@pytest.mark.needs_shared("data", "dailydialog", reason="checks the real DailyDialog split sizes")
+def test_real_daily_dialog_features(chat_tokenizer, shared_data_dir):
+    stats = _daily_dialog_features(chat_tokenizer, shared_data_dir)
+    assert stats.dialogues == 1000 and stats.utterances == 8069
 
 
 def _reference_examples(ds, tok, *, max_turns, max_len, reply_speakers, with_persona):
@@ -252,7 +265,7 @@ def test_features_cache_is_hit_by_a_new_process(chat_tokenizer, tmp_path, monkey
 
     from gpt2chat import features, load_dialogues
 
-    from .conftest import TOKENIZER_DIR
+    from .conftest import tokenizer_dir
 
     monkeypatch.setenv("GPT2CHAT_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "dd" / "train"
@@ -268,7 +281,7 @@ def test_features_cache_is_hit_by_a_new_process(chat_tokenizer, tmp_path, monkey
     (cache_file,) = [f["filename"] for f in first.cache_files]
     assert len(first) == 100
     run = subprocess.run(
-        [sys.executable, "-c", _SECOND_RUN, str(TOKENIZER_DIR), str(data.parent)],
+        [sys.executable, "-c", _SECOND_RUN, str(tokenizer_dir()), str(data.parent)],
         capture_output=True,
         text=True,
         check=True,

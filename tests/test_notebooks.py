@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SHARED, require_shared
+from .conftest import REPO, SHARED, corpus_dir, tokenizer_dir
 
 EXAMPLES = REPO / "examples"
 NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
@@ -56,16 +56,16 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    require_shared("data", "dailydialog")
-    require_shared("assets", "gpt2-tokenizer")
     jupyter = tmp_path / "jupyter"
     kernel_name = _kernelspec(jupyter)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    # The kernel inherits this environment: smoke mode, the shared folder, no network, no token.
+    # The kernel inherits this environment: smoke mode, the suite's data and tokenizer, no network,
+    # no token.
     monkeypatch.setenv("JUPYTER_PATH", str(jupyter))
     monkeypatch.setenv("GPT2CHAT_NOTEBOOK_SMOKE", "1")
-    monkeypatch.setenv("GPT2CHAT_SHARED", str(SHARED.resolve()))
+    monkeypatch.setenv("GPT2CHAT_DATA_DIR", str(corpus_dir()))
+    monkeypatch.setenv("GPT2CHAT_TOKENIZER_DIR", str(tokenizer_dir()))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -7,7 +7,7 @@ import pytest
 
 from gpt2chat.cli import main
 
-from .conftest import TOKENIZER_DIR, require_shared
+from .conftest import require_shared, tokenizer_dir
 
 
 def write_jsonl(path, rows):
@@ -15,7 +15,6 @@ def write_jsonl(path, rows):
 
 
 def test_prepare_jsonl(tmp_path, capsys):
-    require_shared("assets", "gpt2-tokenizer")
     data = tmp_path / "chats"
     data.mkdir()
     rows = [{"utterances": ["Hi there.", "Hello!", "How are you?", "Great, thanks."]}] * 3
@@ -25,7 +24,7 @@ def test_prepare_jsonl(tmp_path, capsys):
     code = main(
         [
             "prepare",
-            "--tokenizer_name_or_path", str(TOKENIZER_DIR),
+            "--tokenizer_name_or_path", str(tokenizer_dir()),
             "--datasets", "jsonl",
             "--data_dir", str(data),
             "--max_len", "64",
@@ -43,13 +42,14 @@ def test_prepare_jsonl(tmp_path, capsys):
     assert (out / "tokenizer" / "tokenizer_config.json").is_file()
 
 
+@pytest.mark.needs_shared("data", "dailydialog", reason="checks the real DailyDialog split sizes")
 def test_prepare_real_daily_dialog(tmp_path, capsys):
     data = require_shared("data")
     out = tmp_path / "prepared"
     code = main(
         [
             "prepare",
-            "--tokenizer_name_or_path", str(TOKENIZER_DIR),
+            "--tokenizer_name_or_path", str(tokenizer_dir()),
             "--datasets", "daily_dialog",
             "--data_dir", str(data / "dailydialog"),
             "--splits", "validation,test",

@@ -17,10 +17,23 @@ def test_special_tokens_are_single_ids(gpt2_tokenizer):
         assert gpt2_tokenizer(tok, add_special_tokens=False)["input_ids"] == [tid]
     assert gpt2_tokenizer.bos_token == "<bos>"
     assert set(gpt2_tokenizer.extra_special_tokens) >= {"<sp1>", "<sp2>"}
-    assert tokens.eos_token == "<|endoftext|>" and tokens.eos_token_id == 50256
+    assert tokens.eos_token == "<|endoftext|>"
+    assert tokens.eos_token_id == gpt2_tokenizer.convert_tokens_to_ids("<|endoftext|>")
     # GPT-2 has no pad token: pad is the eos (labels are masked at map time, not by pad id).
     assert gpt2_tokenizer.pad_token_id == tokens.eos_token_id == tokens.pad_token_id
     assert len({tokens.bos_token_id, tokens.sp1_token_id, tokens.sp2_token_id}) == 3
+
+
+@pytest.mark.needs_shared(
+    "assets", "gpt2-tokenizer", reason="checks ids in the real GPT-2 vocabulary"
+)
+def test_speaker_token_ids_in_the_real_gpt2_vocabulary(real_gpt2_tokenizer):
+    tokens = add_speaker_tokens(real_gpt2_tokenizer)
+    assert len(real_gpt2_tokenizer) == 50257 + 3
+    assert (tokens.eos_token_id, tokens.pad_token_id) == (50256, 50256)
+    assert [tokens.bos_token_id, tokens.sp1_token_id, tokens.sp2_token_id] == [50257, 50258, 50259]
+    ids = real_gpt2_tokenizer("Hi<sp1>there", add_special_tokens=False)["input_ids"]
+    assert ids == [17250, 50258, 8117]
 
 
 def test_custom_token_names(gpt2_tokenizer):
@@ -101,7 +114,9 @@ def test_untied_output_embeddings_also_initialised(gpt2_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=32, tie_word_embeddings=False)
+    cfg = GPT2Config(
+        vocab_size=len(gpt2_tokenizer), n_layer=1, n_head=2, n_embd=32, tie_word_embeddings=False
+    )
     model = GPT2LMHeadModel(cfg)
     old_out = model.get_output_embeddings().weight.detach().clone()
     tokens = add_speaker_tokens(gpt2_tokenizer, model)

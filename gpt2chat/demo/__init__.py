@@ -105,10 +105,11 @@ class DemoArguments:
         default=100, metadata={"help": "Optimizer steps of the fine-tune (the step budget)."}
     )
     time_budget: float = field(
-        default=300.0,
+        default=900.0,
         metadata={
-            "help": "Stop training after this many seconds even if --max_steps is not reached "
-            "(0: no limit). Loading, evaluation and saving come on top."
+            "help": "A safety cap: stop training after this many seconds even if --max_steps is "
+            "not reached, and say so (0: no cap). The default trains all the steps on any "
+            "ordinary machine; loading, evaluation and saving come on top."
         },
     )
     per_device_train_batch_size: int = field(
@@ -368,7 +369,7 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
         out.write(
             f"Fine-tuning ({args.max_steps} steps of {args.per_device_train_batch_size} "
             f"examples, lr {args.learning_rate:g}, {'bf16 autocast' if bf16 else 'fp32'}, "
-            f"time budget {args.time_budget:.0f} s)...\n"
+            f"{_cap(args.time_budget)})...\n"
         )
         out.flush()
         t0 = time.perf_counter()
@@ -379,6 +380,8 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
             f"  {trainer.state.global_step} steps in {train_s:.0f} s; validation perplexity "
             f"{before['eval_perplexity']:.2f} -> {after['eval_perplexity']:.2f}\n"
         )
+        if budget.stopped_at is not None:
+            out.write(_cut_short_note(trainer.state.global_step, args.max_steps, args.time_budget))
         if args.use_peft:  # a plain folder: the adapter merged into the weights
             merged = merge_adapter(trainer.accelerator.unwrap_model(trainer.model))
             merged.save_pretrained(args.output_dir)
@@ -397,6 +400,21 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
         "settings": asdict(args),
     }
     return metrics
+
+
+def _cap(seconds: float) -> str:
+    return f"time cap {seconds:.0f} s" if seconds else "no time cap"
+
+
+def _cut_short_note(steps: int, max_steps: int, seconds: float) -> str:
+    """What a training stopped by ``--time_budget`` means for the replies, in plain words."""
+    return (
+        f"\nNOTE: training was cut short by the {seconds:.0f} s time cap after {steps} of "
+        f"{max_steps} steps (the machine is slower or busier than expected). The model is "
+        "under-trained: expect replies that are more generic and more often off topic than the "
+        "README's transcript. To train all the steps, run `make demo ARGS=--retrain` on a "
+        'quieter machine, or raise the cap: `make demo ARGS="--retrain --time_budget 0"`.\n\n'
+    )
 
 
 def _play_script(session: ChatSession, out: TextIO) -> list[dict[str, str]]:
@@ -471,6 +489,15 @@ def run_demo(
             f"{metrics.get('perplexity_before', math.nan):.2f} -> "
             f"{metrics.get('perplexity_after', math.nan):.2f}); --retrain fine-tunes again.\n"
         )
+        if metrics.get("stopped_by_time_budget"):
+            settings = metrics.get("settings", {})
+            out.write(
+                _cut_short_note(
+                    metrics.get("steps", 0),
+                    settings.get("max_steps", args.max_steps),
+                    settings.get("time_budget", args.time_budget),
+                )
+            )
     out.flush()
 
     # Chat with the history window the saved model was trained with.

@@ -195,7 +195,10 @@ class DataArguments:
     )
     max_len: int = field(
         default=1024,
-        metadata={"help": "Maximum tokens per example (at most the model's context size)."},
+        metadata={
+            "help": "Maximum tokens per example: at most the model's context; the default 1024 "
+            "shrinks to a smaller context."
+        },
     )
     reply_speakers: str = field(
         default="sp2",

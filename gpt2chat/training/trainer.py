@@ -129,6 +129,15 @@ class _TokenNLL:
         self.tokens += float(stats[:, 1].sum().item())
 
 
+def _raw(ds) -> bool:
+    """Whether ``ds`` holds dialogues to render (not prepared features)."""
+    return (
+        isinstance(ds, datasets.Dataset)
+        and "utterances" in ds.column_names
+        and "input_ids" not in ds.column_names
+    )
+
+
 class DialogueTrainer(Trainer):
     """A :class:`transformers.Trainer` that fine-tunes a causal LM on dialogues.
 
@@ -210,7 +219,9 @@ class DialogueTrainer(Trainer):
             self.base_model_name = name or None
 
         self.speaker_tokens = self._extend(model, tokenizer, model_args)
-        self._check_context(model, data_args)
+        evals = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+        if any(_raw(ds) for ds in [train_dataset, *evals]):
+            self.data_args = data_args = self._fit_context(model, data_args)
 
         accepts = accepts_token_type_ids(model)
         if use_token_type_ids is None:
@@ -297,13 +308,21 @@ class DialogueTrainer(Trainer):
         return add_speaker_tokens(tokenizer, model, **wanted)
 
     @staticmethod
-    def _check_context(model, data_args: DataArguments) -> None:
+    def _fit_context(model, data_args: DataArguments) -> DataArguments:
+        """The render settings for raw dialogues: ``max_len`` at most the model's context. The
+        default (1024) shrinks to a smaller context; an explicit larger value is an error.
+        Prepared features are checked by their lengths instead (:meth:`_features`)."""
         ctx = context_size(model)
-        if ctx is not None and data_args.max_len > ctx:
-            raise ValueError(
-                f"--max_len {data_args.max_len} is larger than the model's context ({ctx} "
-                f"positions): pass --max_len {ctx} or less."
-            )
+        if ctx is None or data_args.max_len <= ctx:
+            return data_args
+        default = DataArguments.__dataclass_fields__["max_len"].default
+        if data_args.max_len == default:
+            logger.info("max_len: the model's context, %d positions (default %d)", ctx, default)
+            return dataclasses.replace(data_args, max_len=ctx)
+        raise ValueError(
+            f"--max_len {data_args.max_len} is larger than the model's context ({ctx} "
+            f"positions): pass --max_len {ctx} or less."
+        )
 
     def _features(self, ds, label, tokenizer, max_samples, world_size, ctx):
         if ds is None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..conftest import require_shared
-
 
 def test_seed_loop_with_tiny_top_p_is_greedy_generate():
     from benchmarks.chat import seed_sampling_loop
@@ -31,8 +29,9 @@ def test_seed_loop_with_tiny_top_p_is_greedy_generate():
 def test_quick_run_prints_the_table_and_the_ratio_last(capsys):
     from benchmarks.chat import main
 
-    tokenizer_dir = require_shared("assets", "gpt2-tokenizer")
-    result = main(["--quick", "--threads", "1", "--tokenizer", str(tokenizer_dir)])
+    from ..fixtures import tokenizer_dir
+
+    result = main(["--quick", "--threads", "1", "--tokenizer", str(tokenizer_dir())])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("ratio: ChatSession ")
     text = "\n".join(lines)

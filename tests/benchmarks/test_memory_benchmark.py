@@ -5,19 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
 
-from tests.conftest import require_shared
-
-
-@pytest.fixture
-def shared_data():
-    require_shared("assets", "gpt2-tokenizer")
-    pytest.importorskip("chitchat_dataset")
-    return require_shared("data")
-
-
-def test_replicated_data_keeps_conversations_apart(shared_data, tmp_path):
+def test_replicated_data_keeps_conversations_apart(standin_shared, tmp_path):
     from benchmarks.memory import make_data_root
 
     root = make_data_root(tmp_path, scale=3, limit=4)
@@ -32,7 +21,7 @@ def test_replicated_data_keeps_conversations_apart(shared_data, tmp_path):
     assert pc.count("\n1 your persona:") + pc.startswith("1 your persona:") == 12
 
 
-def test_quick_run_prints_table_and_ratio_line(shared_data, tmp_path, capsys):
+def test_quick_run_prints_table_and_ratio_line(standin_shared, tmp_path, capsys):
     from benchmarks import memory
 
     args = ["--quick", "--in-process", "--limit", "5", "--workdir", str(tmp_path)]

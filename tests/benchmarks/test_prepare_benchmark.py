@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.conftest import require_shared
-
-
-@pytest.fixture
-def shared_tokenizer_and_data():
-    require_shared("assets", "gpt2-tokenizer")
-    require_shared("data", "dailydialog", "train", "dialogues_train.txt")
-
 
 def test_clean_tokens_glues_punctuation_and_suffixes():
     from benchmarks.seed_baseline import SPACE, clean_tokens
@@ -54,7 +44,7 @@ def test_interleave_rotates_and_medians():
     assert table.splitlines()[0].startswith("| case |") and "12,345" in table
 
 
-def test_quick_run_prints_tables_and_ratio_line(shared_tokenizer_and_data, tmp_path, capsys):
+def test_quick_run_prints_tables_and_ratio_line(standin_shared, tmp_path, capsys):
     from benchmarks import prepare
 
     assert (

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..conftest import require_shared
 
-
-def test_quick_run_prints_the_table_and_the_ratio_last(capsys):
-    require_shared("assets", "gpt2-tokenizer")
-    require_shared("data", "dailydialog")
+def test_quick_run_prints_the_table_and_the_ratio_last(standin_shared, capsys):
     from benchmarks.train import main
 
     result = main(["--quick", "--threads", "1", "--in-process"])

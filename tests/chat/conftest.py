@@ -1,19 +1,19 @@
-"""Fixtures of the chat tests: a tiny random GPT-2 with the real GPT-2 tokenizer (speaker tokens
-added), a tiny Llama-style model without token types, and a tiny GPT-2 trained for a few steps on
-DailyDialog validation."""
+"""Fixtures of the chat tests: a tiny random GPT-2 with the suite's GPT-2-format tokenizer (speaker
+tokens added), a tiny Llama-style model without token types, and a tiny GPT-2 trained for a few
+steps on the suite's DailyDialog-format validation split."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ..conftest import require_shared, tiny_gpt2
+from ..conftest import tiny_gpt2
+from ..fixtures import corpus_dir, load_tokenizer
 
 
 def base_tokenizer():
-    from transformers import GPT2TokenizerFast
-
-    return GPT2TokenizerFast.from_pretrained(str(require_shared("assets", "gpt2-tokenizer")))
+    """The suite's GPT-2-format tokenizer (see tests/fixtures.py), not extended."""
+    return load_tokenizer()
 
 
 def fresh_chat_tokenizer():
@@ -82,7 +82,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok():
-    """The real GPT-2 tokenizer with the speaker tokens (shared by a test module: do not modify)."""
+    """The suite's tokenizer with the speaker tokens (shared by a test module: do not modify)."""
     return fresh_chat_tokenizer()
 
 
@@ -154,12 +154,12 @@ def train_tiny_chat_model(data_dir, steps: int = 120, batch_size: int = 8, lr: f
 
 
 @pytest.fixture(scope="session")
-def trained(shared_data_dir):
+def trained():
     """A tiny GPT-2 trained for a few seconds on DailyDialog validation (see
     :func:`train_tiny_chat_model`). After ~120 steps it answers "." and ends with <eos>."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train_tiny_chat_model(shared_data_dir / "dailydialog")
+        return train_tiny_chat_model(corpus_dir() / "dailydialog")
     finally:
         torch.set_num_threads(threads)

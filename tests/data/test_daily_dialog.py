@@ -222,6 +222,7 @@ def test_unknown_option(tmp_path):
     ("split", "dialogues", "utterances"),
     [("train", 11_118, 87_171), ("validation", 1_000, 8_069), ("test", 1_000, 7_740)],
 )
+@pytest.mark.needs_shared("data", "dailydialog", reason="checks the official DailyDialog counts")
 def test_real_data_official_counts(split, dialogues, utterances):
     root = require_shared("data", "dailydialog")
     ds = load_dialogues("daily_dialog", split, root)

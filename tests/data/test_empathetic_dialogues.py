@@ -138,6 +138,9 @@ def test_hugging_face_export_crlf_quotes_and_swallowed_lines(tmp_path, caplog):
     ("split", "dialogues", "utterances", "short"),
     [("validation", 2_769, 12_077, 1), ("test", 2_547, 10_973, 0)],
 )
+@pytest.mark.needs_shared(
+    "data", "empathetic_dialogues", reason="checks the real EmpatheticDialogues counts"
+)
 def test_real_data_counts(split, dialogues, utterances, short):
     root = require_shared("data", "empathetic_dialogues")
     ds = load_dialogues("empathetic_dialogues", split, root)

@@ -88,6 +88,7 @@ def test_non_string_input_is_converted():
     assert normalize_text(42) == "42"
 
 
+@pytest.mark.needs_shared("data", "dailydialog", reason="normalises the real DailyDialog text")
 def test_real_dailydialog_is_idempotent_and_fast():
     path = require_shared("data", "dailydialog", "validation", "dialogues_validation.txt")
     text = path.read_text(encoding="utf-8")

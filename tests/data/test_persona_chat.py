@@ -248,6 +248,7 @@ def test_unknown_split(tmp_path):
         load_dialogues("persona_chat", "valid", tmp_path)
 
 
+@pytest.mark.needs_shared("data", "persona_chat", reason="reads the real Persona-Chat file")
 def test_real_validation_file():
     root = require_shared("data", "persona_chat")
     ds = load_dialogues("persona_chat", "validation", root)

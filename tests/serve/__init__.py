@@ -8,22 +8,50 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..conftest import require_shared
+from ..fixtures import load_tokenizer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def launch_page(playwright: Any, profile: Path, chromium: Path = CHROMIUM) -> tuple[Any, Any]:
+    """``(context, page)``: headless Debian chromium with a fresh profile, a 960x720 light page."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile),  # a fresh user-data dir
+        executable_path=str(chromium),
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport={"width": 960, "height": 720},
+        color_scheme="light",
+    )
+    page = context.pages[0] if context.pages else context.new_page()
+    page.set_default_timeout(30_000)
+    return context, page
 
 
 def save_chat_model(path: Path) -> Path:
-    """Save a tiny random GPT-2 with the real GPT-2 tokenizer extended with the speaker tokens.
+    """Save a tiny random GPT-2 with the suite's GPT-2-format tokenizer extended with the speaker
+    tokens.
 
     The weights are initialised ten times wider than GPT-2's default (``initializer_range=0.2``)
     so that a random model's greedy reply depends on the conversation: with the default init
     every history gets the same gibberish, and cross-talk between requests would go unseen.
     """
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     from gpt2chat import add_speaker_tokens
 
-    tokenizer = GPT2TokenizerFast.from_pretrained(str(require_shared("assets", "gpt2-tokenizer")))
+    tokenizer = load_tokenizer()
     add_speaker_tokens(tokenizer)
     torch.manual_seed(0)
     config = GPT2Config(

@@ -7,31 +7,18 @@ phone-sized dark-mode layout, and saves screenshots to ``test-artifacts/``.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from . import LiveServer, reference_reply, save_chat_model, slow_down
+from . import CHROMIUM, LiveServer, launch_page, reference_reply, save_chat_model, slow_down
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-DOCS = REPO / "docs"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MAX_TOKENS = 24
 
 
@@ -75,17 +62,8 @@ def web_server(tmp_path_factory):
 @pytest.fixture
 def browser_page(chromium, web_server, tmp_path):
     with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh user-data dir
-            executable_path=str(chromium),
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 960, "height": 720},
-            color_scheme="light",
-        )
+        context, page = launch_page(playwright, tmp_path / "profile", chromium)
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(30_000)
             requests: list[str] = []
             problems: list[str] = []
             page.on("request", lambda request: requests.append(request.url))
@@ -165,9 +143,6 @@ def test_web_chat(browser_page, web_server):
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-chat.png"))
-    if os.environ.get("GPT2CHAT_UPDATE_DOCS_SCREENSHOT") == "1":  # refresh README's picture
-        DOCS.mkdir(exist_ok=True)
-        shutil.copy(ARTIFACTS / "web-chat.png", DOCS / "web-chat.png")
 
     # A new conversation forgets the old one: the same first message gets the same reply.
     page.click("#new-chat")
@@ -204,3 +179,14 @@ def test_web_chat(browser_page, web_server):
     # Everything came from this server (no CDN), and the page logged no error.
     assert requests and all(url.startswith(web_server.url + "/") for url in requests), requests
     assert not problems, problems
+
+
+def test_screenshot_tool_serves_a_model_folder_and_saves_the_page(chromium, tmp_path):
+    """``python -m tests.serve.screenshot`` (the README's picture) on a tiny model folder."""
+    from .screenshot import take
+
+    folder = save_chat_model(tmp_path / "tiny-chat")
+    out = tmp_path / "shot.png"
+    replies = take(str(folder), out, messages=("Hello!", "How are you?"))
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

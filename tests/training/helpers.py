@@ -1,4 +1,4 @@
-"""Shared pieces of the training, evaluation and CLI tests: tiny models, real data, arguments."""
+"""Shared pieces of the training, evaluation and CLI tests: tiny models, the suite's data, arguments."""
 
 from __future__ import annotations
 
@@ -8,29 +8,30 @@ from pathlib import Path
 
 import torch
 
-from ..conftest import SHARED, TOKENIZER_DIR, require_shared, tiny_gpt2
+from ..conftest import tiny_gpt2
+from ..fixtures import corpus_dir, load_tokenizer
 
-DAILY_DIALOG = SHARED / "data" / "dailydialog"
+
+def daily_dialog_dir() -> Path:
+    """The suite's DailyDialog-format folder (see tests/fixtures.py)."""
+    return corpus_dir() / "dailydialog"
 
 
 @functools.cache
 def _daily_dialog_split(split: str):
     from gpt2chat import load_dialogues
 
-    return load_dialogues("daily_dialog", split, data_dir=str(DAILY_DIALOG))
+    return load_dialogues("daily_dialog", split, data_dir=str(daily_dialog_dir()))
 
 
 def daily_dialogues(split: str = "validation", n: int = 40, start: int = 0):
-    """``n`` real DailyDialog dialogues of ``split`` from ``start`` (skips when the data is absent)."""
-    require_shared("data", "dailydialog")
+    """``n`` dialogues of the suite's DailyDialog-format ``split``, from ``start``."""
     return _daily_dialog_split(split).select(range(start, start + n))
 
 
 def gpt2_tokenizer():
-    from transformers import GPT2TokenizerFast
-
-    require_shared("assets", "gpt2-tokenizer")
-    return GPT2TokenizerFast.from_pretrained(str(TOKENIZER_DIR))
+    """The suite's GPT-2-format tokenizer (fresh, not extended)."""
+    return load_tokenizer()
 
 
 def tiny_model(n_positions: int = 128, seed: int = 0, dropout: float = 0.0):
@@ -60,7 +61,7 @@ def tiny_llama(vocab_size: int, seed: int = 0):
 
 
 def save_tiny_model(folder: Path, n_positions: int = 128) -> Path:
-    """A tiny random GPT-2 and the real (not extended) GPT-2 tokenizer in ``folder``."""
+    """A tiny random GPT-2 and the suite's (not extended) GPT-2-format tokenizer in ``folder``."""
     tiny_model(n_positions=n_positions).save_pretrained(str(folder))
     gpt2_tokenizer().save_pretrained(str(folder))
     return folder

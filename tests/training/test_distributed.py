@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from gpt2chat.cli import main
 
-from ..conftest import REPO, require_shared
-from .helpers import DAILY_DIALOG, save_tiny_model
+from ..conftest import REPO
+from .helpers import daily_dialog_dir, save_tiny_model
 
 BIN = Path(sys.executable).parent
 
@@ -29,7 +29,7 @@ def common_args(model_dir, output_dir, batch_size):
         "train",
         "--model_name_or_path", str(model_dir),
         "--datasets", "daily_dialog",
-        "--data_dir", str(DAILY_DIALOG),
+        "--data_dir", str(daily_dialog_dir()),
         "--train_split", "validation",
         "--eval_split", "test",
         "--max_train_samples", "16",
@@ -98,7 +98,6 @@ def launch(cmd, tmp_path, timeout: int = 240) -> str:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    require_shared("data", "dailydialog")
     model_dir = save_tiny_model(tmp_path / "tiny")
     two, one = tmp_path / "two", tmp_path / "one"
     config = REPO / "examples" / "accelerate" / "cpu_2proc.yaml"
@@ -143,7 +142,6 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_starts_two_training_processes(tmp_path):
-    require_shared("data", "dailydialog")
     model_dir = save_tiny_model(tmp_path / "tiny")
     out = tmp_path / "out"
     args = common_args(model_dir, out, batch_size=2)

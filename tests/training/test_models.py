@@ -82,8 +82,50 @@ def test_max_len_larger_than_the_context_is_an_error(tmp_path):
         DialogueTrainer(
             tiny_model(n_positions=128),
             training_args(tmp_path),
+            train_dataset=daily_dialogues("validation", n=4),
             processing_class=gpt2_tokenizer(),
             data_args=DataArguments(datasets="daily_dialog", max_len=512),
+        )
+
+
+def test_default_max_len_shrinks_to_a_smaller_context(tmp_path):
+    trainer = DialogueTrainer(
+        tiny_model(n_positions=64),
+        training_args(tmp_path),
+        train_dataset=daily_dialogues("validation", n=8),
+        processing_class=gpt2_tokenizer(),
+        data_args=DataArguments(datasets="daily_dialog"),
+    )
+    assert trainer.data_args.max_len == 64
+    assert max(trainer.train_dataset["length"]) <= 64
+    trainer.train()
+
+
+def test_prepared_features_are_not_checked_against_the_default_max_len(tmp_path):
+    """Features prepared with max_len=128 train a 128-position model under the default
+    DataArguments (max_len 1024): only their lengths are checked against the context."""
+    from gpt2chat import add_speaker_tokens, prepare_dataset
+
+    tokenizer = gpt2_tokenizer()
+    add_speaker_tokens(tokenizer)
+    features = prepare_dataset(daily_dialogues("validation", n=8), tokenizer, max_len=128)
+    trainer = DialogueTrainer(
+        tiny_model(n_positions=128),
+        training_args(tmp_path, max_steps=2),
+        train_dataset=features,
+        eval_dataset=features,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
+    too_long = prepare_dataset(daily_dialogues("validation", n=8), tokenizer, max_len=256)
+    assert max(too_long["length"]) > 128
+    with pytest.raises(ValueError, match=r"examples of \d+ tokens, more than the model's context"):
+        DialogueTrainer(
+            tiny_model(n_positions=128),
+            training_args(tmp_path),
+            train_dataset=too_long,
+            processing_class=tokenizer,
         )
 
 
