@@ -30,6 +30,22 @@ GPT2_TOKENIZER_DIR = SHARED / "assets" / "gpt2-tokenizer"
 SHARED_DATA_DIR = SHARED / "data"
 
 
+def _hypothesis_profiles() -> None:
+    """Property-based tests: no per-example deadline (a loaded CI machine is slow), and a fixed
+    sequence of examples so a run is reproducible; ``HYPOTHESIS_PROFILE=explore`` draws fresh
+    random examples, more of them."""
+    try:
+        from hypothesis import settings
+    except ImportError:  # installed with the dev extra
+        return
+    settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+    settings.register_profile("explore", deadline=None, max_examples=1000)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
