@@ -50,7 +50,7 @@ from .rerank import (
     score_candidates,
     valid_mmi_contexts,
 )
-from .settings import ChatSettings
+from .settings import MIN_TEMPERATURE, ChatSettings
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -523,10 +523,10 @@ class ChatSession:
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}.")
         temperature = values.get("temperature")
-        if temperature is not None and temperature <= 0:
+        if temperature is not None and not temperature >= MIN_TEMPERATURE:
             raise ValueError(
-                f"`temperature` must be > 0, got {temperature!r} (for greedy decoding pass "
-                "do_sample=False)."
+                f"`temperature` must be >= {MIN_TEMPERATURE:g}, got {temperature!r} (for greedy "
+                "decoding pass do_sample=False)."
             )
         values.update(
             eos_token_id=list(self._stop_ids),

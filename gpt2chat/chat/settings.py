@@ -26,6 +26,11 @@ from typing import Any
 
 from .rerank import valid_mmi_contexts
 
+#: The smallest sampling temperature: below it the scores divided by the temperature overflow
+#: (a float32 score over 1e-40 is infinite) and sampling is greedy in all but name anyway. The
+#: server decodes such requests greedily; ``ChatSession`` and ``ChatSettings`` refuse them.
+MIN_TEMPERATURE = 1e-3
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CHAT_CONFIG_NAME", "ChatSettings"]
@@ -90,7 +95,11 @@ class ChatSettings:
 
         need(_is_int(self.max_turns) and self.max_turns >= 2, "max_turns", "an integer >= 2")
         need(isinstance(self.do_sample, bool), "do_sample", "true or false")
-        need(_is_number(self.temperature) and self.temperature > 0, "temperature", "> 0")
+        need(
+            _is_number(self.temperature) and self.temperature >= MIN_TEMPERATURE,
+            "temperature",
+            f">= {MIN_TEMPERATURE:g}",
+        )
         need(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]")
         need(_is_int(self.top_k) and self.top_k >= 0, "top_k", "an integer >= 0 (0: off)")
         need(

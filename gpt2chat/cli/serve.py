@@ -43,6 +43,14 @@ class ServeArguments:
             "when set, else no key)."
         },
     )
+    allowed_hosts: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated host names requests may address this server by (the Host "
+            "header), e.g. chat.example.com; '*': any. Always allowed: localhost, 127.0.0.1, "
+            "::1 and --host unless it is 0.0.0.0 / ::. Others get a 400 (DNS rebinding)."
+        },
+    )
     max_messages: int = field(default=100, metadata={"help": "Most messages in one request."})
     max_chars: int = field(
         default=32_000, metadata={"help": "Most characters in one request (all messages)."}
@@ -139,6 +147,7 @@ class ServeArguments:
             max_concurrency=self.max_concurrency,
             max_queue=self.max_queue,
             api_key=self.api_key,
+            allowed_hosts=self.hosts(),
             max_messages=self.max_messages,
             max_chars=self.max_chars,
             max_tokens_limit=self.max_tokens_limit,
@@ -157,6 +166,20 @@ class ServeArguments:
             device=self.device,
             dtype=self.dtype,
         )
+
+    def hosts(self) -> list[str]:
+        """The Host names answered: the loopback names, --host (unless a wildcard), and
+        --allowed_hosts."""
+        from ..serve.guard import LOOPBACK_HOSTS
+
+        names = list(LOOPBACK_HOSTS)
+        if self.host not in _WILDCARDS:
+            names.append(self.host)
+        names += [h.strip() for h in (self.allowed_hosts or "").split(",") if h.strip()]
+        return names
+
+
+_WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def _is_loopback(host: str) -> bool:
@@ -186,6 +209,11 @@ def cmd_serve(argv: list[str]) -> int:
         log.warning(
             "Listening on %s without --api_key: anyone who can reach this port can use the model.",
             args.host,
+        )
+    if args.host in _WILDCARDS and not args.allowed_hosts:
+        log.warning(
+            "Listening on all interfaces, but only requests addressed to localhost / 127.0.0.1 "
+            "are answered: pass --allowed_hosts with the name or address clients use (or '*').",
         )
     try:
         app = create_app(args.model, args.settings())

@@ -49,6 +49,7 @@ from starlette.types import Send
 
 from ..chat.session import ChatSession
 from ..chat.settings import ChatSettings
+from .guard import LOOPBACK_HOSTS, Guard
 from .protocol import (
     APIError,
     ChatRequest,
@@ -478,18 +479,19 @@ def create_app(
     async def _validation_error(request: Request, err: RequestValidationError) -> Response:
         return _bad(f"Invalid request: {err.errors()}", code="invalid_request").response()
 
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, err: Exception) -> Response:
-        logger.exception("Unexpected error on %s %s", request.method, request.url.path)
-        return APIError(500, "Internal server error.", type="server_error").response()
+    # Host and Content-Type checks, HEAD, and one logged 500 for anything unexpected.
+    app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts or LOOPBACK_HOSTS)
+
+    def authorized(request: Request) -> bool:
+        if settings.api_key is None:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode("utf-8", "surrogateescape"), settings.api_key.encode("utf-8")
+        )
 
     def authorize(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode("utf-8"), settings.api_key.encode("utf-8")
-        ):
+        if not authorized(request):
             raise APIError(
                 401,
                 "Missing or incorrect API key: send the header 'Authorization: Bearer <key>'.",
@@ -498,6 +500,9 @@ def create_app(
             )
 
     # ---------------------------------------------------------------- the page
+    # Who may see what, with --api_key set: the page and its static files are public (they
+    # hold nothing of this server's); /health says only "ok" to others; /api/settings (the
+    # persona, the decoding) and /v1/* need the key.
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
@@ -505,7 +510,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/api/settings")
-    async def page_settings() -> dict[str, Any]:
+    async def page_settings(request: Request) -> dict[str, Any]:
+        authorize(request)
         return {
             "model": engine.model_name,
             "defaults": {
@@ -528,7 +534,9 @@ def create_app(
         }
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        if not authorized(request):
+            return {"status": "ok"}
         return {
             "status": "ok",
             "model": engine.model_name,

@@ -6,16 +6,23 @@ body into a :class:`ChatRequest` (:func:`parse_chat_request`). No HTTP here: :mo
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from ..chat.settings import ChatSettings
+from ..chat.settings import MIN_TEMPERATURE, ChatSettings
 
-__all__ = ["APIError", "ChatRequest", "ServeSettings", "parse_chat_request"]
+__all__ = [
+    "APIError",
+    "ChatCompletionBody",
+    "ChatMessage",
+    "ChatRequest",
+    "ServeSettings",
+    "parse_chat_request",
+]
 
 
 #: ``system`` is the persona; ``developer`` is what newer OpenAI clients call it.
@@ -33,7 +40,11 @@ class ServeSettings:
         model_name: the model id shown by ``/v1/models`` and the page (default: the folder name).
         max_concurrency: generations running at the same time; the others wait in a queue.
         max_queue: requests allowed to wait for a slot; beyond, ``429``.
-        api_key: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``.
+        api_key: when set, ``/v1/*`` and ``/api/settings`` require ``Authorization: Bearer
+            <api_key>``, and ``/health`` tells others only that the server is up.
+        allowed_hosts: the ``Host`` names requests may use (``None``: this machine's loopback
+            names, ``localhost``, ``127.0.0.1``, ``::1``; ``"*"``: any). Other names get a
+            ``400``: a page on another origin cannot reach the server through DNS rebinding.
         max_messages: most messages in one request (the persona included).
         max_chars: most characters in one request, all message contents together.
         max_tokens_limit: the largest ``max_tokens`` a request may ask for.
@@ -65,6 +76,7 @@ class ServeSettings:
     max_concurrency: int = 2
     max_queue: int = 256
     api_key: str | None = None
+    allowed_hosts: list[str] | None = None
     max_messages: int = 100
     max_chars: int = 32_000
     max_tokens_limit: int = 512
@@ -115,6 +127,11 @@ class ServeSettings:
         need(given("max_turns") >= 2, "max_turns must be >= 2")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
+        if self.allowed_hosts is not None:
+            if isinstance(self.allowed_hosts, str):
+                self.allowed_hosts = self.allowed_hosts.split(",")
+            self.allowed_hosts = [h.strip() for h in self.allowed_hosts if h.strip()]
+            need(bool(self.allowed_hosts), "allowed_hosts must name at least one host (or '*')")
 
     def with_chat_settings(self, saved: ChatSettings | None) -> ServeSettings:
         """These settings with every decoding value left at ``None`` taken from ``saved`` (the
@@ -182,6 +199,55 @@ def _bad(message: str, param: str | None = None, code: str | None = None) -> API
 
 
 # --------------------------------------------------------------------------- requests
+def _valid_text(value: str) -> str:
+    """Text a tokenizer can read: no unpaired UTF-16 surrogate (JSON's ``"\\ud800"``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"contains an unpaired UTF-16 surrogate ({value[err.start]!r} at character "
+            f"{err.start}): send valid Unicode text"
+        ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_text)]
+_STRICT = ConfigDict(strict=True, extra="ignore")
+
+
+class ChatMessage(BaseModel):
+    """One message: ``role`` and text ``content`` (other keys, such as ``name``, are ignored)."""
+
+    model_config = _STRICT
+    role: Text
+    content: Text
+
+
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_usage: bool = False
+
+
+class ChatCompletionBody(BaseModel):
+    """The JSON body of ``POST /v1/chat/completions``: OpenAI's field names, types and bounds
+    (limits that depend on the server, such as ``max_tokens``' upper bound, are checked by
+    :func:`parse_chat_request`). Unknown keys are ignored, as OpenAI-compatible servers do."""
+
+    model_config = _STRICT
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    model: Text | None = None
+    persona: Text | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    seed: Annotated[int, Field(ge=-_MAX_SEED - 1, le=_MAX_SEED)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    stop: Any = None
+
+
 @dataclass
 class ChatRequest:
     """A validated ``/v1/chat/completions`` request, in ``ChatSession``'s terms.
@@ -207,56 +273,45 @@ class ChatRequest:
         return int(self.options["max_new_tokens"])
 
 
-def _number(
-    payload: Mapping[str, Any],
-    key: str,
-    low: float,
-    high: float,
-    *,
-    integer: bool = False,
-) -> float | int | None:
-    value = payload.get(key)
-    if value is None:
-        return None
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        raise _bad(f"'{key}' must be {kind}, got {json.dumps(value)[:40]}.", key, "invalid_type")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise _bad(
-            f"'{key}' must be between {low:g} and {high:g}, got {value!r}.", key, "invalid_value"
-        )
-    return value
+def _param(loc: tuple[Any, ...]) -> str | None:
+    """Pydantic's error location as OpenAI's ``param``: ``("messages", 0, "content")`` ->
+    ``"messages[0].content"``."""
+    param = ""
+    for part in loc:
+        param += f"[{part}]" if isinstance(part, int) else (f".{part}" if param else str(part))
+    return param or None
 
 
-def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
-    settings = settings.with_chat_settings(None)  # no-op for the app's (resolved) settings
-    """Check a decoded JSON body and turn it into a :class:`ChatRequest`.
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
-    Raises:
-        APIError: ``400`` with the offending ``param`` for anything the server cannot serve.
-    """
-    if not isinstance(payload, dict):
-        raise _bad("The request body must be a JSON object.", code="invalid_body")
-    model = payload.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _bad("'model' must be a string.", "model", "invalid_type")
 
-    # ---- messages
-    if "messages" not in payload:
-        raise _bad(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
-        )
-    messages = payload["messages"]
-    if not isinstance(messages, list):
-        raise _bad(
-            "'messages' must be a list of {role, content} objects.", "messages", "invalid_type"
-        )
-    if not messages:
-        raise _bad(
+def _schema_error(err: ValidationError) -> APIError:
+    """The first problem pydantic found, as a ``400`` naming its ``param``."""
+    first = err.errors(include_url=False)[0]
+    param, kind = _param(tuple(first["loc"])), first["type"]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        return _bad(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
+    if param is None:
+        return _bad("The request body must be a JSON object.", code="invalid_body")
+    if param == "messages" and kind == "too_short":
+        return _bad(
             "'messages' must not be empty: send at least one user message.",
-            "messages",
+            param,
             "empty_array",
         )
+    if param == "n":
+        return _bad("Only 'n': 1 is supported (one reply per request).", param, "invalid_value")
+    code = "invalid_type" if kind.endswith("_type") else "invalid_value"
+    return _bad(f"Invalid '{param}': {message}, got {_shown(first.get('input'))}.", param, code)
+
+
+def _check_messages(messages: list[ChatMessage], settings: ServeSettings):
     if len(messages) > settings.max_messages:
         raise _bad(
             f"Too many messages: {len(messages)} > {settings.max_messages} (this server's "
@@ -266,64 +321,26 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         )
     persona: str | None = None
     chat: list[dict[str, str]] = []
-    total_chars = 0
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(message, dict):
+        if message.role not in SYSTEM_ROLES + CHAT_ROLES:
             raise _bad(
-                f"'{where}' must be an object with 'role' and 'content'.", where, "invalid_type"
-            )
-        role = message.get("role")
-        if not isinstance(role, str):
-            raise _bad(f"'{where}.role' must be a string.", f"{where}.role", "invalid_type")
-        if role not in SYSTEM_ROLES + CHAT_ROLES:
-            raise _bad(
-                f"'{where}.role' is {role[:40]!r}: use 'user' or 'assistant' (and an optional "
-                "first 'system' message for the persona).",
+                f"'{where}.role' is {_shown(message.role)}: use 'user' or 'assistant' (and an "
+                "optional first 'system' message for the persona).",
                 f"{where}.role",
                 "invalid_value",
             )
-        if "content" not in message:
-            raise _bad(
-                f"Missing '{where}.content'.", f"{where}.content", "missing_required_parameter"
-            )
-        content = message["content"]
-        if not isinstance(content, str):
-            raise _bad(
-                f"'{where}.content' must be a string (this model reads text only).",
-                f"{where}.content",
-                "invalid_type",
-            )
-        total_chars += len(content)
-        if role in SYSTEM_ROLES:
+        if message.role in SYSTEM_ROLES:
             if i != 0:
                 raise _bad(
-                    f"'{where}' is a {role} message: only the first message may be the persona.",
+                    f"'{where}' is a {message.role} message: only the first message may be the "
+                    "persona.",
                     f"{where}.role",
                     "invalid_value",
                 )
-            persona = content
+            persona = message.content
         else:
-            chat.append({"role": role, "content": content})
-    extra_persona = payload.get("persona")
-    if extra_persona is not None:
-        if not isinstance(extra_persona, str):
-            raise _bad("'persona' must be a string.", "persona", "invalid_type")
-        if persona is not None:
-            raise _bad(
-                "Give the persona either as a first system message or as 'persona', not both.",
-                "persona",
-                "invalid_value",
-            )
-        persona = extra_persona
-        total_chars += len(extra_persona)
-    if total_chars > settings.max_chars:
-        raise _bad(
-            f"The messages hold {total_chars} characters, more than this server's limit of "
-            f"{settings.max_chars} (--max_chars). Send only the recent part of the conversation.",
-            "messages",
-            "too_many_characters",
-        )
+            chat.append({"role": message.role, "content": message.content})
     if not chat or chat[-1]["role"] != "user":
         raise _bad(
             "The last message must be a 'user' message: it is the one the model answers.",
@@ -336,57 +353,76 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
             f"messages[{len(messages) - 1}].content",
             "invalid_value",
         )
+    return persona, chat
+
+
+def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
+    """Check a decoded JSON body and turn it into a :class:`ChatRequest`.
+
+    The body is validated by :class:`ChatCompletionBody`, then against the server's limits.
+
+    Raises:
+        APIError: ``400`` with the offending ``param`` for anything the server cannot serve.
+    """
+    settings = settings.with_chat_settings(None)  # no-op for the app's (resolved) settings
+    try:
+        body = ChatCompletionBody.model_validate(payload)
+    except ValidationError as err:
+        raise _schema_error(err) from None
+    persona, chat = _check_messages(body.messages, settings)
+    if body.persona is not None:
+        if persona is not None:
+            raise _bad(
+                "Give the persona either as a first system message or as 'persona', not both.",
+                "persona",
+                "invalid_value",
+            )
+        persona = body.persona
+    total_chars = sum(len(m.content) for m in body.messages) + len(body.persona or "")
+    if total_chars > settings.max_chars:
+        raise _bad(
+            f"The messages hold {total_chars} characters, more than this server's limit of "
+            f"{settings.max_chars} (--max_chars). Send only the recent part of the conversation.",
+            "messages",
+            "too_many_characters",
+        )
     if persona is None:
         persona = settings.persona
     persona = persona.strip() if persona else None
 
     # ---- decoding
-    temperature = _number(payload, "temperature", 0.0, 2.0)
-    top_p = _number(payload, "top_p", 0.0, 1.0)
-    max_tokens = _number(payload, "max_tokens", 1, settings.max_tokens_limit, integer=True)
-    max_completion = _number(
-        payload, "max_completion_tokens", 1, settings.max_tokens_limit, integer=True
-    )
+    limit = settings.max_tokens_limit
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(body, name)
+        if value is not None and value > limit:
+            raise _bad(
+                f"'{name}' must be between 1 and {limit} (this server's --max_tokens_limit), "
+                f"got {_shown(value)}.",
+                name,
+                "invalid_value",
+            )
+    max_tokens, max_completion = body.max_tokens, body.max_completion_tokens
     if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
         raise _bad(
             "Give 'max_tokens' or 'max_completion_tokens', not both.",
             "max_completion_tokens",
             "invalid_value",
         )
-    seed = _number(payload, "seed", -_MAX_SEED - 1, _MAX_SEED, integer=True)
-    n = payload.get("n")
-    if n is not None and (isinstance(n, bool) or n != 1):
-        raise _bad("Only 'n': 1 is supported (one reply per request).", "n", "invalid_value")
-    stream = payload.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad("'stream' must be true or false.", "stream", "invalid_type")
-    include_usage = False
-    stream_options = payload.get("stream_options")
-    if stream_options is not None:
-        if not isinstance(stream_options, dict):
-            raise _bad("'stream_options' must be an object.", "stream_options", "invalid_type")
-        usage = stream_options.get("include_usage", False)
-        if not isinstance(usage, bool):
-            raise _bad(
-                "'stream_options.include_usage' must be true or false.",
-                "stream_options.include_usage",
-                "invalid_type",
-            )
-        include_usage = usage
-    stop = payload.get("stop")
-    if stop not in (None, [], ""):
+    if body.stop not in (None, [], ""):
         raise _bad(
             "'stop' is not supported: generation ends at the end of the bot's turn.",
             "stop",
             "unsupported_parameter",
         )
 
-    temperature = settings.temperature if temperature is None else float(temperature)
-    top_p = settings.top_p if top_p is None else float(top_p)
+    temperature = settings.temperature if body.temperature is None else body.temperature
+    top_p = settings.top_p if body.top_p is None else body.top_p
     options: dict[str, Any] = {
         "max_new_tokens": int(max_tokens or max_completion or settings.max_new_tokens)
     }
-    if temperature == 0.0 or top_p == 0.0:
+    # Below MIN_TEMPERATURE sampling is greedy in all but name, and the scores divided by such a
+    # temperature overflow: decode greedily, as for 0.
+    if temperature < MIN_TEMPERATURE or top_p == 0.0:
         options["do_sample"] = False
     else:
         options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=settings.top_k)
@@ -403,7 +439,7 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         text=chat[-1]["content"],
         persona=persona,
         options=options,
-        seed=None if seed is None else int(seed),
-        stream=bool(stream),
-        include_usage=include_usage,
+        seed=body.seed,
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
     )

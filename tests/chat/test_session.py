@@ -270,6 +270,8 @@ def test_greedy_drops_sampling_defaults(make_session):
         ({"max_turns": 1}, "max_turns"),
         ({"top_p": 0.0}, "top_p"),
         ({"temperature": 0, "do_sample": True}, "temperature"),
+        ({"temperature": 1e-40, "do_sample": True}, r"`temperature` must be >= 0\.001"),
+        ({"temperature": float("nan"), "do_sample": True}, "temperature"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"max_new_tokens": 300}, "max_new_tokens"),
         ({"topp": 0.5}, "Unknown generation option `topp`"),

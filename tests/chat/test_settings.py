@@ -115,6 +115,7 @@ def test_a_bad_file_is_named_in_the_error(tmp_path, content, match):
     ("kwargs", "match"),
     [
         ({"temperature": 0}, "temperature"),
+        ({"temperature": 1e-40}, r"`temperature` must be >= 0\.001"),
         ({"num_candidates": 65}, "num_candidates"),
         ({"repetition_penalty": -1.0}, "repetition_penalty"),
         ({"mmi_weight": float("nan")}, "mmi_weight"),

@@ -428,7 +428,11 @@ def test_other_client_errors_and_server_still_healthy(server):
     assert_error(httpx.post(f"{url}/v1/nope", json={}), 404)
     assert_error(httpx.get(f"{url}/v1/models/no-such-model"), 404, "model")
     too_big = b'{"messages": [{"role": "user", "content": "' + b"a" * 200_000 + b'"}]}'
-    assert_error(httpx.post(f"{url}/v1/chat/completions", content=too_big, timeout=30), 413)
+    json_header = {"Content-Type": "application/json"}
+    response = httpx.post(
+        f"{url}/v1/chat/completions", content=too_big, headers=json_header, timeout=30
+    )
+    assert_error(response, 413)
 
     # Random junk, shaped like requests: never a 5xx.
     rng = random.Random(0)
@@ -712,7 +716,12 @@ def test_cli_serve_with_api_key(model_dir):
         assert [m.id for m in client.models.list()] == ["tiny-chat"]
         reply = client.chat.completions.create(model="tiny-chat", messages=[user()], seed=1)
         assert reply.usage.completion_tokens <= 4
-        assert httpx.get(f"{url}/api/settings").json()["auth_required"] is True
+        # Private settings need the key; /health tells others only that the server is up.
+        assert_error(httpx.get(f"{url}/api/settings"), 401)
+        key = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(f"{url}/api/settings", headers=key).json()["auth_required"] is True
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/health", headers=key).json()["completed"] == 1
     finally:
         process.send_signal(signal.SIGINT)
         try:

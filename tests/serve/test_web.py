@@ -190,3 +190,30 @@ def test_screenshot_tool_serves_a_model_folder_and_saves_the_page(chromium, tmp_
     replies = take(str(folder), out, messages=("Hello!", "How are you?"))
     assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_web_chat_asks_for_the_key_of_a_protected_server(chromium, tmp_path):
+    """With --api_key the page cannot read the settings until the key is entered; then it chats."""
+    from gpt2chat.serve import ServeSettings, create_app
+
+    folder = save_chat_model(tmp_path / "tiny-chat")
+    settings = ServeSettings(api_key="k3y", temperature=0, max_new_tokens=4, device="cpu")
+    with LiveServer(create_app(folder, settings)) as live, sync_api.sync_playwright() as pw:
+        context, page = launch_page(pw, tmp_path / "profile", chromium)
+        try:
+            page.goto(live.url + "/")
+            page.wait_for_function("() => document.getElementById('status').textContent.length > 0")
+            assert "API key" in page.locator("#status").inner_text()
+            assert page.locator("#api-key-row").is_visible()
+            assert page.get_attribute("body", "data-ready") is None
+            page.fill("#api-key", "k3y")
+            page.dispatch_event("#api-key", "change")
+            page.wait_for_selector("body[data-ready='true']")
+            page.fill("#message", "Hello!")
+            page.press("#message", "Enter")
+            page.wait_for_function(
+                "() => document.querySelector('.msg.assistant')?.dataset.state === 'done'"
+            )
+            assert page.locator(".msg.assistant .text").inner_text()
+        finally:
+            context.close()

@@ -51,8 +51,20 @@
     $("settings-summary").textContent = parts.join(" · ");
   }
 
+  function authHeaders() {
+    const key = $("api-key").value.trim();
+    return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
+  // With --api_key the settings are private: a 401 asks for the key, and entering it retries.
   async function loadSettings() {
-    const response = await fetch("/api/settings", { cache: "no-store" });
+    const response = await fetch("/api/settings", { cache: "no-store", headers: authHeaders() });
+    if (response.status === 401) {
+      $("api-key-row").hidden = false;
+      $("settings").open = true;
+      setStatus("This server requires an API key: enter it in the settings.", true);
+      return false;
+    }
     if (!response.ok) throw new Error(`cannot read /api/settings (${response.status})`);
     const s = await response.json();
     state.settings = s;
@@ -65,7 +77,19 @@
     if (s.persona) $("persona").placeholder = `server default: ${s.persona}`;
     $("api-key-row").hidden = !s.auth_required;
     if (s.auth_required) $("settings").open = true;
+    setStatus("");
     updateSummary();
+    return true;
+  }
+
+  function start() {
+    loadSettings()
+      .then((ready) => {
+        if (!ready) return;
+        document.body.dataset.ready = "true";
+        $("message").focus();
+      })
+      .catch((err) => setStatus(`Error: ${err.message}`, true));
   }
 
   function scrollToEnd() {
@@ -148,9 +172,7 @@
       stream: true,
     };
     if (d.seed !== null) payload.seed = Math.round(d.seed);
-    const headers = { "Content-Type": "application/json" };
-    const key = $("api-key").value.trim();
-    if (key) headers.Authorization = `Bearer ${key}`;
+    const headers = { "Content-Type": "application/json", ...authHeaders() };
 
     const controller = new AbortController();
     state.controller = controller;
@@ -272,11 +294,9 @@
     for (const id of ["temperature", "top-p", "max-tokens", "seed"]) {
       $(id).addEventListener("input", updateSummary);
     }
-    loadSettings()
-      .then(() => {
-        document.body.dataset.ready = "true";
-        $("message").focus();
-      })
-      .catch((err) => setStatus(`Error: ${err.message}`, true));
+    $("api-key").addEventListener("change", () => {
+      if (!state.settings) start();
+    });
+    start();
   });
 })();
