@@ -66,9 +66,26 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
     if not clean:
         return []
     backend = _plain_backend(tokenizer)
-    if backend is not None:
-        return [e.ids for e in backend.encode_batch_fast(clean, add_special_tokens=False)]
-    return tokenizer(clean, add_special_tokens=False)["input_ids"]
+    try:
+        if backend is not None:
+            return [e.ids for e in backend.encode_batch_fast(clean, add_special_tokens=False)]
+        return tokenizer(clean, add_special_tokens=False)["input_ids"]
+    except Exception:
+        _check_unicode(clean)  # the usual cause, named; anything else propagates as it was
+        raise
+
+
+def _check_unicode(texts: Sequence[str]) -> None:
+    """Raise a ``ValueError`` naming the first text that is not valid Unicode (an unpaired
+    UTF-16 surrogate such as ``"\\ud800"``, which no tokenizer can read)."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"Text {i} ({text[:30]!r}...) contains an unpaired UTF-16 surrogate "
+                f"({text[err.start]!r} at character {err.start}): pass valid Unicode text."
+            ) from None
 
 
 def _plain_backend(tokenizer: PreTrainedTokenizerBase):

@@ -127,3 +127,21 @@ def test_render_messages_window(chat_tokenizer):
 
 def test_defuse_is_idempotent_on_plain_text():
     assert defuse_special_tokens("no specials here", ["<sp1>"]) == "no specials here"
+
+
+@pytest.mark.parametrize("text", ["\ud800", "ok \udfff ok", "\udc00\ud800"])
+def test_unpaired_surrogates_are_a_clear_error_everywhere_text_is_rendered(chat_tokenizer, text):
+    from gpt2chat import ChatSession
+
+    from .conftest import tiny_gpt2
+
+    with pytest.raises(ValueError, match=r"Text 1 .* unpaired UTF-16 surrogate"):
+        encode_texts(chat_tokenizer, ["fine", text])
+    with pytest.raises(ValueError, match="unpaired UTF-16 surrogate"):
+        render_messages([{"role": "user", "content": text}], chat_tokenizer)
+    model = tiny_gpt2(vocab_size=len(chat_tokenizer))
+    chat = ChatSession(model, chat_tokenizer, do_sample=False, max_new_tokens=2)
+    with pytest.raises(ValueError, match="unpaired UTF-16 surrogate"):
+        chat.send(text)
+    assert chat.history == []  # the failed turn left no trace
+    assert chat.send("Hello") is not None
