@@ -323,6 +323,9 @@ def prepare_dataset(
     Returns:
         A ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels``, ``length``
         and ``source``.
+
+    Raises:
+        EmptyDatasetError: ``dialogues`` has no row (a ``ValueError``).
     """
     if not isinstance(dialogues, datasets.Dataset):
         raise ValueError(
@@ -333,6 +336,14 @@ def prepare_dataset(
         raise ValueError(
             f"`dialogues` needs an 'utterances' column (list of strings per dialogue); it has "
             f"{dialogues.column_names}."
+        )
+    if len(dialogues) == 0:
+        from .data.base import EmptyDatasetError
+
+        raise EmptyDatasetError(
+            "`dialogues` is empty: there is no dialogue to render (load_dialogues names the "
+            "files and what was skipped when data has none; with train_frac, one part of the "
+            "re-split may be empty: change the fraction or add dialogues)."
         )
     if not isinstance(max_turns, int) or max_turns < 1:
         raise ValueError(f"`max_turns` must be an integer >= 1, got {max_turns!r}.")

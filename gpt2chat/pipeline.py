@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import datasets
 
-from .data import load_dialogues
+from .data import EmptyDatasetError, load_dialogues
 from .features import DatasetStats, dataset_statistics, prepare_dataset
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,13 @@ def load_and_prepare(
     num_proc: int | None = None,
     **loader_options,
 ) -> PreparedSplit:
-    """:func:`load_dialogues` then :func:`prepare_dataset` for one split."""
+    """:func:`load_dialogues` then :func:`prepare_dataset` for one split.
+
+    Raises:
+        EmptyDatasetError: the split has no dialogue (from :func:`load_dialogues`, naming the
+            files and what was skipped; or, with ``train_frac``, because the re-split leaves
+            this split empty).
+    """
     dialogues = load_dialogues(
         names,
         split,
@@ -52,6 +58,12 @@ def load_and_prepare(
         normalize=normalize,
         **loader_options,
     )
+    if len(dialogues) == 0:  # load_dialogues raises for empty data; this is a re-split's part
+        raise EmptyDatasetError(
+            f"{split}: no dialogues in {data_dir or names}: with train_frac={train_frac}, the "
+            f"{split} part of the re-split data is empty (too few dialogues). Add dialogues or "
+            "change the fraction (for one file: --validation_split_percentage)."
+        )
     features = prepare_dataset(
         dialogues,
         tokenizer,

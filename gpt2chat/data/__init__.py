@@ -4,6 +4,13 @@ Every loader returns a :class:`datasets.Dataset` with one row per dialogue and a
 columns ``utterances`` (list of strings, speakers alternating, the first speaker is
 ``<sp1>``) and ``source`` (the dataset name). Some add extra columns (``persona``,
 ``context``, ``prompt``...).
+
+What a loader cannot read is never loaded silently: a record that is not a dialogue is a
+:class:`DataFormatError` (a ``ValueError``) naming the file and the line or record, or is
+skipped and counted (each loader documents which); the counts, by reason, are in the dataset's
+``info.description``. A split with no dialogue at all is an :class:`EmptyDatasetError` (a
+``DataFormatError``) naming the files and what was skipped, from every loader, custom registered
+ones included.
 """
 
 from __future__ import annotations
@@ -14,13 +21,22 @@ from pathlib import Path
 
 import datasets
 
-from .base import OFFICIAL_SPLITS, LoaderStats, check_split, finalize_dialogues
+from .base import (
+    OFFICIAL_SPLITS,
+    DataFormatError,
+    EmptyDatasetError,
+    LoaderStats,
+    check_split,
+    finalize_dialogues,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
     "OFFICIAL_SPLITS",
+    "DataFormatError",
+    "EmptyDatasetError",
     "LoaderStats",
     "available_datasets",
     "finalize_dialogues",
@@ -45,7 +61,12 @@ _CUSTOM: dict[str, LoaderFn] = {}
 
 
 def register_dataset(name: str, loader: LoaderFn) -> None:
-    """Register a custom loader ``loader(split, data_dir, **options) -> Dataset`` under ``name``."""
+    """Register a custom loader ``loader(split, data_dir, **options) -> Dataset`` under ``name``.
+
+    A loader that builds its dataset with :func:`finalize_dialogues` gets its checks (text is
+    a list of str, no lone surrogate, at least one dialogue); :func:`load_dialogues` checks
+    that any loader returned at least one dialogue.
+    """
     _CUSTOM[name] = loader
 
 
@@ -107,6 +128,13 @@ def load_dialogues(
 
     Returns:
         A ``datasets.Dataset`` with at least the columns ``utterances`` and ``source``.
+
+    Raises:
+        DataFormatError: a file is not in the dataset's format (the message names the file and
+            the line or record).
+        EmptyDatasetError: a dataset has no dialogue (the message names the files and what was
+            skipped, by reason). With ``train_frac``, only when no split has any: a split of
+            the re-split may then be empty (too few dialogues), which the caller checks.
     """
     names = _split_names(name)
     if train_frac is not None:
@@ -133,7 +161,9 @@ def load_dialogues(
     for n, d in zip(names, dirs):
         loader = _resolve(n)
         if train_frac is None:
-            ds = loader(split=split, data_dir=d, normalize=normalize, **options)
+            ds = _check_not_empty(
+                loader(split=split, data_dir=d, normalize=normalize, **options), n, split, d
+            )
         else:
             ds = _seed_split(loader, n, d, split, float(train_frac), normalize, options)
         logger.info("Loaded %s/%s: %d dialogues", n, split, len(ds))
@@ -168,13 +198,35 @@ def _dir_for(data_dir: str | Path | None, name: str, n_names: int) -> str | None
     return str(root)
 
 
+def _check_not_empty(ds: datasets.Dataset, name: str, split: str, data_dir) -> datasets.Dataset:
+    """``ds``, or an :class:`EmptyDatasetError` (for a loader that does not use
+    :func:`finalize_dialogues`, which raises it with the files and the skip counts)."""
+    if len(ds) == 0:
+        raise EmptyDatasetError(
+            f"{name}/{split}: the loader returned no dialogues (data_dir={data_dir!r}). Check "
+            "that `data_dir` points at this dataset's files and that they are in its format."
+        )
+    return ds
+
+
 def _seed_split(loader, name, data_dir, split, train_frac, normalize, options):
-    pieces, seen = [], {}
+    pieces, seen, empty = [], {}, []
     for s in OFFICIAL_SPLITS:
         try:
-            piece = loader(split=s, data_dir=data_dir, normalize=normalize, **options)
+            piece = _check_not_empty(
+                loader(split=s, data_dir=data_dir, normalize=normalize, **options),
+                name,
+                s,
+                data_dir,
+            )
         except FileNotFoundError:
             logger.warning("%s has no %r split here; train_frac uses the others", name, s)
+            continue
+        except EmptyDatasetError as err:
+            logger.warning(
+                "%s has no dialogue in its %r split; train_frac uses the others", name, s
+            )
+            empty.append(err)
             continue
         # A single file given as data_dir may hold the whole dataset whatever the split asked
         # for (a .jsonl, one .csv): count such data once.
@@ -185,6 +237,8 @@ def _seed_split(loader, name, data_dir, split, train_frac, normalize, options):
         seen[key] = s
         pieces.append(piece)
     if not pieces:
+        if empty:
+            raise empty[0]
         raise FileNotFoundError(f"No split of {name!r} found under {data_dir!r}.")
     merged = datasets.concatenate_datasets(pieces) if len(pieces) > 1 else pieces[0]
     cut = int(len(merged) * train_frac)

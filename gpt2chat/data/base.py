@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import reprlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,43 @@ OFFICIAL_SPLITS = ("train", "validation", "test")
 
 class DataFormatError(ValueError):
     """A data file does not have the expected format; the message names the file and line."""
+
+
+class EmptyDatasetError(DataFormatError):
+    """Loading gave no dialogue at all; the message names the files and what was skipped."""
+
+
+#: A UTF-16 surrogate code point: in a Python string always unpaired (JSON's ``"\\ud83d\\ude00"``
+#: decodes to one code point), so the text cannot be encoded as UTF-8 nor tokenised.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds an unpaired UTF-16 surrogate (e.g. from a JSON ``"\\ud800"``)."""
+    return _SURROGATE.search(text) is not None
+
+
+def check_text(text: str, loc: str, what: str) -> str:
+    """Return ``text``; raise a :class:`DataFormatError` at ``loc`` if it holds a lone surrogate."""
+    if _SURROGATE.search(text) is not None:
+        raise DataFormatError(
+            f"{loc}: {what} holds an unpaired UTF-16 surrogate ({describe(text)}), which is not "
+            'valid Unicode text (a JSON escape such as "\\ud800" without its pair). Fix or remove '
+            "that text."
+        )
+    return text
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 4
+
+
+def describe(value: Any, width: int = 80) -> str:
+    """A short ``repr`` of a (possibly huge or deeply nested) value, for error messages: it
+    never recurses deeper than 3 levels and escapes what cannot be printed (lone surrogates)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def check_split(split: str) -> str:
@@ -90,12 +129,25 @@ def finalize_dialogues(
     normalize: bool = True,
     extra_features: Mapping[str, datasets.features.features.FeatureType] | None = None,
     cache_file: str | Path | None = None,
+    skipped: Counter | None = None,
+    files: Sequence[str | Path] = (),
 ) -> datasets.Dataset:
     """Validate dialogue records and build the loader's ``Dataset``.
 
     Each record has ``utterances`` (list of str) and the ``extra_features`` columns. Empty
     utterances are dropped and dialogues left with fewer than 2 utterances are skipped; both
     are counted and logged, never dropped silently.
+
+    ``skipped`` is the loader's own count of what it skipped, by reason (lines not in the
+    format...), filled while ``records`` is consumed; its reasons come first in the summary
+    (the dataset's ``info.description``). ``files`` are the files read, named in errors.
+
+    Raises:
+        DataFormatError: a record is not a dialogue (``utterances`` not a list of strings, a
+            string column given something else, a lone UTF-16 surrogate in a text): never
+            stringified nor split into characters.
+        EmptyDatasetError: no dialogue is left; the message names ``files`` and the counts of
+            what was skipped, by reason.
 
     With ``cache_file`` the rows are streamed to that Arrow file, ``WRITE_BATCH`` dialogues at a
     time (``records`` may be a generator: the dataset is never held as Python objects), and the
@@ -110,7 +162,7 @@ def finalize_dialogues(
             **extra_features,
         }
     )
-    rows = _valid_rows(records, stats, source, normalize, list(extra_features))
+    rows = _valid_rows(records, stats, normalize, extra_features, skipped, files)
     if cache_file is None:
         columns: dict[str, list] = {name: [] for name in features}
         for row in rows:
@@ -126,14 +178,26 @@ def finalize_dialogues(
     return _open_cached(Path(cache_file), features, split, stats.summary())
 
 
-def _valid_rows(records, stats: LoaderStats, source: str, normalize: bool, extra: list[str]):
-    """Yield each kept dialogue as a tuple ``(utterances, source, *extra)``, counting skips."""
+def _valid_rows(
+    records,
+    stats: LoaderStats,
+    normalize: bool,
+    extra: Mapping[str, Any],
+    skipped: Counter | None,
+    files: Sequence[str | Path],
+):
+    """Yield each kept dialogue as a tuple ``(utterances, source, *extra)``, counting skips;
+    raise :class:`EmptyDatasetError` once ``records`` is exhausted if none was kept."""
     from .normalize import normalize_text
 
-    for rec in records:
+    origin = ", ".join(map(str, files)) or f"{stats.source}/{stats.split}"
+    kinds = {k: _string_kind(f) for k, f in extra.items()}
+    for index, rec in enumerate(records):
+        loc = f"{origin}, dialogue {index}"
+        raw = rec.get("utterances") if isinstance(rec, Mapping) else None
         utts = []
-        for u in rec["utterances"]:
-            u = normalize_text(u) if normalize else " ".join(str(u).split())
+        for u in _strings(raw, loc, "utterances"):
+            u = normalize_text(u) if normalize else " ".join(u.split())
             if u:
                 utts.append(u)
             else:
@@ -141,15 +205,65 @@ def _valid_rows(records, stats: LoaderStats, source: str, normalize: bool, extra
         if len(utts) < 2:
             stats.skipped["dialogues with fewer than 2 utterances"] += 1
             continue
+        values = []
+        for k, kind in kinds.items():
+            value = rec.get(k)
+            if kind == "str" and value is not None:
+                if not isinstance(value, str):
+                    raise DataFormatError(
+                        f"{loc}: `{k}` must be a string, got {describe(value)} (the loader must "
+                        "give text as str: it is never converted)."
+                    )
+                check_text(value, loc, f"`{k}`")
+            elif kind == "list" and value is not None:
+                value = _strings(value, loc, k)
+                if normalize and k == "persona":
+                    value = [normalize_text(s) for s in value]
+            values.append(value)
         stats.dialogues += 1
         stats.utterances += len(utts)
-        values = []
-        for k in extra:
-            value = rec.get(k)
-            if normalize and k == "persona" and value:
-                value = [normalize_text(s) for s in value]
-            values.append(value)
-        yield (utts, source, *values)
+        yield (utts, stats.source, *values)
+    if skipped:
+        merged = Counter(skipped)  # the loader's reasons first
+        merged.update(stats.skipped)
+        stats.skipped = +merged
+    if not stats.dialogues:
+        raise no_dialogues_error(stats, files)
+
+
+def _string_kind(feature: Any) -> str | None:
+    """``"str"`` for a string column, ``"list"`` for a list of strings, else ``None``."""
+    string = datasets.Value("string")
+    if feature == string:
+        return "str"
+    if isinstance(feature, datasets.List) and feature.feature == string:
+        return "list"
+    return None
+
+
+def _strings(value: Any, loc: str, key: str) -> list[str]:
+    """``value`` if it is a list of strings without lone surrogates, else a DataFormatError."""
+    if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        raise DataFormatError(
+            f"{loc}: `{key}` must be a list of strings, got {describe(value)} (the loader must "
+            "give text as str: it is never converted)."
+        )
+    for i, v in enumerate(value):
+        check_text(v, loc, f"`{key}[{i}]`")
+    return list(value)
+
+
+def no_dialogues_error(stats: LoaderStats, files: Sequence[str | Path] = ()) -> EmptyDatasetError:
+    """The error for a split that has no dialogue left: names the files and what was skipped."""
+    where_ = f" in {', '.join(map(str, files))}" if files else ""
+    if stats.skipped:
+        why = "skipped: " + ", ".join(f"{n} {reason}" for reason, n in stats.skipped.items())
+    else:
+        why = "it is empty: no dialogue, nothing skipped"
+    return EmptyDatasetError(
+        f"{stats.source}/{stats.split}: no dialogues{where_} ({why}). Check that `data_dir` "
+        f"points at this dataset's files and that they are in its format."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,6 +286,7 @@ def cached_dialogues(
     normalize: bool,
     extra_features: Mapping[str, datasets.features.features.FeatureType] | None = None,
     cache_dir: str | Path | None = None,
+    skipped: Counter | None = None,
     **params: Any,
 ) -> datasets.Dataset:
     """``finalize_dialogues(read(), ...)``, cached as an Arrow file keyed by the source files.
@@ -187,8 +302,8 @@ def cached_dialogues(
 
     Args:
         read: returns the records to pass to :func:`finalize_dialogues` (may be a generator).
-        source, split, normalize, extra_features: as in :func:`finalize_dialogues`.
-        files: the files ``read`` reads.
+        source, split, normalize, extra_features, skipped: as in :func:`finalize_dialogues`.
+        files: the files ``read`` reads (named in errors).
         cache_dir: the cache root; default :func:`gpt2chat.data.download.default_cache_root`
             (``$GPT2CHAT_CACHE``, else ``<datasets cache>/gpt2chat``).
         **params: the loader's other options, part of the key.
@@ -207,7 +322,13 @@ def cached_dialogues(
         extra_features=datasets.Features(extra_features or {}).to_dict(),
         **params,
     )
-    kwargs = {"source": source, "split": split, "normalize": normalize}
+    kwargs = {
+        "source": source,
+        "split": split,
+        "normalize": normalize,
+        "skipped": skipped,
+        "files": files,
+    }
     if cache_file is None:
         return finalize_dialogues(read(), extra_features=extra_features, **kwargs)
     if cache_file.is_file():

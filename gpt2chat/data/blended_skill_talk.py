@@ -19,7 +19,6 @@ worker's persona, i.e. the persona of ``<sp2>``.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -27,8 +26,17 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text, where
+from .base import (
+    DataFormatError,
+    cached_dialogues,
+    check_split,
+    check_text,
+    describe,
+    read_text,
+    where,
+)
 from .download import download_dataset, pop_cache_dir
+from .json_input import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -78,34 +86,41 @@ def load_blended_skill_talk(
     Raises:
         FileNotFoundError: the split's file is missing.
         DataFormatError: an item is not a conversation in either schema (the message names the
-            file and the item or line).
+            file and the item or line): invalid JSON (nesting too deep included), a missing key,
+            a value of the wrong type (text is never converted) or a text holding an unpaired
+            UTF-16 surrogate (a ``"\\ud800"`` escape, not valid Unicode). Its subclass
+            ``EmptyDatasetError``: no conversation is left.
 
     Conversations whose speakers do not alternate, or whose free/guided message counts cannot
     be interleaved, are skipped; if either seed utterance is empty both are dropped; a
-    conversation is cut before an empty message. All of this is counted and logged.
+    conversation is cut before an empty message. All of this is counted and logged, and the
+    counts are in the dataset's ``info.description``.
     """
     check_split(split)
     cache_dir = pop_cache_dir(options, "load_blended_skill_talk")
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path = _split_file(Path(data_dir), split)
+    skipped: Counter = Counter()
     return cached_dialogues(
-        lambda: _read_records(path, split),
+        lambda: _read_records(path, split, skipped),
         source=SOURCE,
         split=split,
         files=[path],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
+        skipped=skipped,
     )
 
 
-def _read_records(path: Path, split: str) -> list[dict]:
+def _read_records(path: Path, split: str, skipped: Counter) -> list[dict]:
     issues: Counter = Counter()
     records = []
     for loc, item in _read_items(path):
         rec = _parse_item(item, loc, issues)
         if rec is not None:
             records.append(rec)
+    skipped.update(issues)
     if issues:
         logger.warning(
             "%s/%s (%s): %s",
@@ -138,25 +153,20 @@ def _read_items(path: Path):
     text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(
-                f"{where(path, err.lineno)}: invalid JSON ({err.msg}, column {err.colno})."
-            ) from None
+        data = parse_json(text, path)
         for idx, item in enumerate(data):
             yield f"{path}, item {idx}", item
         return
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(
-                f"{where(path, lineno)}: invalid JSON ({err.msg}, column {err.colno}). The file "
-                "must be a JSON list of conversations or JSON lines, one conversation per line."
-            ) from None
+        item = parse_json(
+            line,
+            path,
+            line=lineno,
+            hint="The file must be a JSON list of conversations or JSON lines, one conversation "
+            "per line.",
+        )
         yield where(path, lineno), item
 
 
@@ -172,7 +182,7 @@ def _parse_item(item: Any, loc: str, issues: Counter) -> dict | None:
     raise DataFormatError(
         f"{loc}: not a BlendedSkillTalk conversation: expected ParlAI's keys "
         f"{', '.join(_RAW_KEYS)} or the Hugging Face keys {', '.join(_HF_KEYS)}; found "
-        f"{', '.join(sorted(item)) or 'no keys'}."
+        f"{describe(sorted(item)) if item else 'no keys'}."
     )
 
 
@@ -184,8 +194,8 @@ def _require(item: dict, keys: tuple[str, ...], loc: str) -> None:
 
 def _str_list(value: Any, loc: str, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise DataFormatError(f"{loc}: `{key}` must be a list of strings, got {value!r:.80}.")
-    return value
+        raise DataFormatError(f"{loc}: `{key}` must be a list of strings, got {describe(value)}.")
+    return [check_text(v, loc, f"`{key}[{i}]`") for i, v in enumerate(value)]
 
 
 def _text(value: Any, loc: str, key: str) -> str:
@@ -193,7 +203,7 @@ def _text(value: Any, loc: str, key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise DataFormatError(f"{loc}: `{key}` must be a string, got {type(value).__name__}.")
-    return value
+    return check_text(value, loc, f"`{key}`")
 
 
 def _parse_raw(item: dict, loc: str, issues: Counter) -> dict | None:
@@ -202,7 +212,7 @@ def _parse_raw(item: dict, loc: str, issues: Counter) -> dict | None:
     if not (isinstance(personas, list) and len(personas) == 2):
         raise DataFormatError(
             f"{loc}: `personas` must be a list of 2 personas (free worker, guided worker), got "
-            f"{personas!r:.80}."
+            f"{describe(personas)}."
         )
     persona = _str_list(personas[1], loc, "personas[1]")
     seed = [
@@ -214,12 +224,18 @@ def _parse_raw(item: dict, loc: str, issues: Counter) -> dict | None:
         raise DataFormatError(f"{loc}: `dialog` must be a list of [speaker, text] pairs.")
     speakers, body = [], []
     for i, turn in enumerate(dialog):
-        if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and isinstance(turn[1], str)):
+        if not (
+            isinstance(turn, list)
+            and len(turn) == 2
+            and isinstance(turn[0], (str, int))
+            and isinstance(turn[1], str)
+        ):
             raise DataFormatError(
-                f"{loc}: `dialog[{i}]` must be a [speaker, text] pair, got {turn!r:.80}."
+                f"{loc}: `dialog[{i}]` must be a [speaker, text] pair (speaker a number or a "
+                f"string), got {describe(turn)}."
             )
         speakers.append(turn[0])
-        body.append(turn[1])
+        body.append(check_text(turn[1], loc, f"`dialog[{i}][1]`"))
     if any(a == b for a, b in itertools.pairwise(speakers)):
         issues["conversations skipped because their speakers do not alternate"] += 1
         return None

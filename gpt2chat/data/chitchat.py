@@ -9,7 +9,15 @@ exactly as the package's own ``ConversationDataset`` does). The first sender is 
 Kept: conversations with exactly two senders and at least two turns. Skipped, counted and
 logged: conversations with fewer than two turns, i.e. a single sender (3,151 of the 7,168:
 mostly an opening message nobody answered), and conversations with more than two senders
-(none in version 0.9.0). Empty messages (33) are dropped before merging.
+(none in version 0.9.0). Empty messages (33) are dropped before merging. The counts are those
+of the split's conversations, in the dataset's ``info.description`` with the number of
+conversations that belong to the other splits; a split left without any conversation is an
+``EmptyDatasetError`` naming the file and these counts.
+
+A conversation that is not in this format (a value of the wrong type: text is never converted;
+a text or prompt holding an unpaired UTF-16 surrogate, a ``"\\ud800"`` escape that is not valid
+Unicode) is an error naming the file and the conversation id; invalid JSON (nesting too deep
+included) is an error naming the file and the line.
 
 The corpus has no official split. The split is fixed by the conversation id, the same on every
 machine and in every Python process: ``u = int(sha256(id)[:16], 16) / 2**64`` is uniform in
@@ -30,8 +38,9 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text
+from .base import DataFormatError, cached_dialogues, check_split, check_text, describe, read_text
 from .download import pop_cache_dir
+from .json_input import json_error, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,41 +94,43 @@ def load_chitchat(
             f"{validation_fraction} + {test_fraction}."
         )
     path = _dataset_file(data_dir)
+    skipped: Counter = Counter()
     return cached_dialogues(
-        lambda: _split_records(path, split, validation_fraction, test_fraction),
+        lambda: _split_records(path, split, validation_fraction, test_fraction, skipped),
         source=SOURCE,
         split=split,
         files=[path],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
+        skipped=skipped,
         validation_fraction=float(validation_fraction),
         test_fraction=float(test_fraction),
     )
 
 
 def _split_records(
-    path: Path, split: str, validation_fraction: float, test_fraction: float
+    path: Path, split: str, validation_fraction: float, test_fraction: float, skipped: Counter
 ) -> Iterator[dict[str, Any]]:
-    """The split's records, streamed: one conversation in memory at a time."""
-    skipped: Counter = Counter()
-    kept = 0
-    for conv_id, utterances, prompt in _read_conversations(path, skipped):
-        kept += 1
-        if split_of(conv_id, validation_fraction, test_fraction) == split:
-            yield {"utterances": list(utterances), "prompt": prompt}
+    """The split's records, streamed: one conversation in memory at a time. What the split's
+    conversations lose is counted in ``skipped``, and so are the other splits' conversations
+    (every conversation is checked, whatever its split)."""
+    fractions = (validation_fraction, test_fraction)
+    for _, utterances, prompt in _read_conversations(path, skipped, split, fractions):
+        yield {"utterances": list(utterances), "prompt": prompt}
     if skipped:
         logger.info(
-            "%s (%s): %d conversations in all splits kept; skipped: %s",
+            "%s/%s (%s): skipped %s",
             SOURCE,
+            split,
             path,
-            kept,
             ", ".join(f"{n} {why}" for why, n in skipped.items()),
         )
 
 
 def split_of(conv_id: str, validation_fraction: float = 0.05, test_fraction: float = 0.05) -> str:
     """The split a conversation id belongs to (stable: a SHA-256 of the id)."""
-    u = int(hashlib.sha256(conv_id.encode("utf-8")).hexdigest()[:16], 16) / 2**64
+    # "surrogatepass": an id is never text of the dataset, any string has its split
+    u = int(hashlib.sha256(conv_id.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) / 2**64
     if u < 1.0 - validation_fraction - test_fraction:
         return "train"
     if u < 1.0 - test_fraction:
@@ -156,8 +167,11 @@ def _dataset_file(data_dir: str | Path | None) -> Path:
     return path
 
 
-def _read_conversations(path: Path, skipped: Counter) -> Iterator[tuple[str, tuple[str, ...], str]]:
-    """Stream ``dataset.json``'s two-speaker conversations: ``(id, utterances, prompt)``.
+def _read_conversations(
+    path: Path, skipped: Counter, split: str, fractions: tuple[float, float]
+) -> Iterator[tuple[str, tuple[str, ...], str]]:
+    """Stream the split's two-speaker conversations in ``dataset.json``: ``(id, utterances,
+    prompt)``.
 
     The file is decoded one conversation at a time (it is 40 MB, and ``json.loads`` of all of
     it takes several times that in Python objects); an invalid file is read again whole to
@@ -165,34 +179,49 @@ def _read_conversations(path: Path, skipped: Counter) -> Iterator[tuple[str, tup
     """
     try:
         for conv_id, conv in _json_object_items(path):
-            turns = _turns(conv, path, conv_id, skipped)
+            dropped: Counter = Counter()
+            turns = _turns(conv, path, conv_id, dropped)
+            prompt = _prompt(conv, path, conv_id)
+            if split_of(conv_id, *fractions) != split:
+                skipped["conversations of the other splits"] += 1
+                continue
+            skipped.update(dropped)
             if len(turns) < 2:  # after merging, fewer than 2 turns means a single speaker
                 skipped["conversations with fewer than 2 turns (a single speaker)"] += 1
             elif len({sender for sender, _ in turns}) > 2:
                 skipped["conversations with more than 2 speakers"] += 1
             else:
-                prompt = conv.get("prompt") or ""
-                yield conv_id, tuple(text for _, text in turns), str(prompt)
+                yield conv_id, tuple(text for _, text in turns), prompt
     except DataFormatError:
         raise
-    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
-        _check_whole_file(path)
-        raise
+    except (ValueError, RecursionError, UnicodeDecodeError) as err:
+        # JSONDecodeError is a ValueError
+        _check_whole_file(path, err)
 
 
-def _check_whole_file(path: Path) -> None:
-    """Raise the :class:`DataFormatError` that describes what is wrong with the whole file."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise DataFormatError(
-            f"{path}, line {err.lineno}: invalid JSON ({err.msg}, column {err.colno})."
-        ) from None
+def _prompt(conv: dict, path: Path, conv_id: str) -> str:
+    prompt = conv.get("prompt")
+    if prompt is None:
+        return ""
+    where = f"{path}, conversation {describe(conv_id)}"
+    if not isinstance(prompt, str):
+        raise DataFormatError(f"{where}: `prompt` must be a string, got {describe(prompt)}.")
+    return check_text(prompt, where, "`prompt`")
+
+
+def _check_whole_file(path: Path, err: BaseException) -> None:
+    """Raise the :class:`DataFormatError` that describes what is wrong with the whole file
+    (``err`` is what the streamed reader raised)."""
+    text = read_text(path)
+    data = parse_json(text, path)
     if not isinstance(data, dict):
         raise DataFormatError(
             f"{path}: expected a JSON object mapping conversation ids to conversations, got "
             f"{type(data).__name__}."
         )
+    # The whole file decodes, the streamed reader failed (nesting deep enough to hit the
+    # recursion limit from inside the reader only).
+    raise json_error(err, text, path) from None
 
 
 _WHITESPACE = " \t\n\r"
@@ -256,6 +285,8 @@ def _json_object_items(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[
             return
         while True:
             key = value()
+            if not isinstance(key, str):
+                raise ValueError(f"{path}: a key that is not a string")
             if punctuation() != ":":
                 raise ValueError(f"{path}: expected ':' after a key")
             yield key, value()
@@ -268,7 +299,7 @@ def _json_object_items(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[
 
 def _turns(conv: Any, path: Path, conv_id: str, skipped: Counter) -> list[tuple[str, str]]:
     """Merge the conversation's messages into ``(sender, text)`` turns."""
-    where = f"{path}, conversation {conv_id!r}"
+    where = f"{path}, conversation {describe(conv_id)}"
     if not isinstance(conv, dict) or not isinstance(conv.get("messages"), list):
         raise DataFormatError(f"{where}: expected an object with a `messages` list.")
     turns: list[tuple[str, list[str]]] = []
@@ -283,9 +314,9 @@ def _turns(conv: Any, path: Path, conv_id: str, skipped: Counter) -> list[tuple[
             ):
                 raise DataFormatError(
                     f"{where}: every message must be an object with string `text` and "
-                    f"`sender`, got {message!r:.80}."
+                    f"`sender`, got {describe(message)}."
                 )
-            text = message["text"].strip()
+            text = check_text(message["text"], where, "a message's `text`").strip()
             if not text:
                 skipped["empty messages"] += 1
                 continue

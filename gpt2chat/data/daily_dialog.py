@@ -16,6 +16,7 @@ import functools
 import io
 import logging
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ def load_daily_dialog(
     A line without any ``__eou__`` is not a DailyDialog dialogue: it is skipped and counted, and
     a warning names the file and the first line numbers (the rest of the file still loads).
     Empty utterances and dialogues with fewer than 2 utterances are dropped and counted by
-    :func:`~gpt2chat.data.base.finalize_dialogues`.
+    :func:`~gpt2chat.data.base.finalize_dialogues`. The counts are in the dataset's
+    ``info.description``; a split left without any dialogue (an empty file, no line with
+    ``__eou__``) is an ``EmptyDatasetError`` naming the file and these counts.
 
     Args:
         split: ``"train"``, ``"validation"`` or ``"test"``.
@@ -82,12 +85,14 @@ def load_daily_dialog(
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path, read = _find_split(Path(data_dir), split)
+    skipped: Counter = Counter()
     return cached_dialogues(
-        lambda: _parse(*read()[::-1]),  # read() gives (where, lines)
+        lambda: _parse(*read()[::-1], skipped),  # read() gives (where, lines)
         source=SOURCE,
         split=split,
         files=[path],
         normalize=normalize,
+        skipped=skipped,
     )
 
 
@@ -217,9 +222,11 @@ def _decode(raw: bytes, label: str) -> str:
         ) from None
 
 
-def _parse(lines: Iterable[str], label: str) -> Iterator[dict[str, list[str]]]:
-    """One record per line (a generator); lines without ``__eou__`` are skipped, counted and
-    logged once the lines are consumed."""
+def _parse(
+    lines: Iterable[str], label: str, skipped: Counter | None = None
+) -> Iterator[dict[str, list[str]]]:
+    """One record per line (a generator); lines without ``__eou__`` are skipped, counted (in
+    ``skipped`` too) and logged once the lines are consumed."""
     malformed: list[int] = []
     blank = 0
     for lineno, line in _but_a_blank_last(lines):
@@ -233,6 +240,8 @@ def _parse(lines: Iterable[str], label: str) -> Iterator[dict[str, list[str]]]:
         if not parts[-1].strip():
             parts.pop()  # after the final __eou__
         yield {"utterances": parts}
+    if malformed and skipped is not None:
+        skipped[f"lines without {EOU!r} (not DailyDialog dialogues)"] += len(malformed)
     if malformed:
         shown = ", ".join(map(str, malformed[:_SHOW_LINES]))
         more = f" (and {len(malformed) - _SHOW_LINES} more)" if len(malformed) > _SHOW_LINES else ""

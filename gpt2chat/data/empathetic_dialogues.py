@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,9 @@ def load_empathetic_dialogues(
     """Load one split of EmpatheticDialogues, one row per conversation.
 
     Rows whose ``utterance_idx`` is not an integer, or that have too few fields, are skipped and
-    counted; a warning names the file and the first line numbers.
+    counted; a warning names the file and the first line numbers, and the counts are in the
+    dataset's ``info.description``. A split left without any conversation (a file with only
+    the header) is an ``EmptyDatasetError`` naming the file and these counts.
 
     Args:
         split: ``"train"``, ``"validation"`` (file ``valid.csv``) or ``"test"``.
@@ -91,13 +94,15 @@ def load_empathetic_dialogues(
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path = _split_file(Path(data_dir), split)
+    skipped: Counter = Counter()
     return cached_dialogues(
-        lambda: _read_conversations(path, normalize),
+        lambda: _read_conversations(path, normalize, skipped),
         source=SOURCE,
         split=split,
         files=[path],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
+        skipped=skipped,
     )
 
 
@@ -150,7 +155,9 @@ def _rows(path: Path):
             raise
 
 
-def _read_conversations(path: Path, normalize: bool) -> list[dict[str, Any]]:
+def _read_conversations(
+    path: Path, normalize: bool, skipped: Counter | None = None
+) -> list[dict[str, Any]]:
     rows = _rows(path)
     header = next(rows, None)
     if header is None or not any(h.strip() for h in header[1]):
@@ -204,6 +211,8 @@ def _read_conversations(path: Path, normalize: bool) -> list[dict[str, Any]]:
                 )
             )
     for what, lines in problems.items():
+        if skipped is not None:
+            skipped[what] += len(lines)
         logger.warning("%s: skipped %d %s, at line(s) %s", path, len(lines), what, _lines(lines))
     if recovered:
         logger.info(

@@ -18,8 +18,13 @@ that opens with ``assistant`` messages loses them, so that ``assistant`` always 
 both are counted and logged.
 
 In both formats empty messages are dropped before merging (dropping one would otherwise swap
-the speakers of all the following ones), an optional ``persona`` key (a list of strings) is
-kept, and other keys are ignored.
+the speakers of all the following ones), an optional ``persona`` key (a list of strings, or one
+string: a one-sentence persona) is kept, and other keys are ignored.
+
+A line that is not a dialogue in one of these formats is an error naming the file and the line:
+invalid JSON (nesting too deep included), a value of the wrong type (text is never converted: a
+string where a list is expected is not split into characters), a text holding an unpaired UTF-16
+surrogate (``"\\ud800"``, which is not valid Unicode). A file without any dialogue is an error too.
 
 The ``source`` column is the file's stem (``my_chats`` for ``my_chats.jsonl``), or the folder's
 name when ``data_dir`` is a folder holding ``train.jsonl``..., so that per-source statistics tell
@@ -28,7 +33,6 @@ your files apart; the ``source`` argument overrides it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -36,8 +40,17 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text, where
+from .base import (
+    DataFormatError,
+    cached_dialogues,
+    check_split,
+    check_text,
+    describe,
+    read_text,
+    where,
+)
 from .download import pop_cache_dir
+from .json_input import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -81,30 +94,34 @@ def load_jsonl(
         ValueError: neither ``data_dir`` nor ``path`` is given.
         FileNotFoundError: the file (or the split's file in the folder) does not exist.
         DataFormatError: a line is not valid JSON or not a dialogue; the message names the
-            file and the line.
+            file and the line. Its subclass ``EmptyDatasetError``: the file has no dialogue.
     """
     check_split(split)
     pop_cache_dir(options, "load_jsonl")
     file, default_source = _resolve_file(split, data_dir, path)
+    skipped: Counter = Counter()
     return cached_dialogues(
-        lambda: _read_records(file),
+        lambda: _read_records(file, skipped),
         source=source or default_source,
         split=split,
         files=[file],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
+        skipped=skipped,
     )
 
 
-def _read_records(file: Path) -> list[dict[str, Any]]:
+def _read_records(file: Path, skipped: Counter) -> list[dict[str, Any]]:
+    """The file's dialogues; the messages it drops are counted in ``skipped``, by reason."""
     counts: Counter = Counter()
     records = []
     text = read_text(file)
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        records.append(_parse_line(line, where(file, lineno), counts))
+        records.append(_parse_line(line, file, lineno, counts))
     dropped = {k: n for k, n in counts.items() if "dropped" in k}
+    skipped.update(dropped)
     if dropped:
         logger.warning("%s: %s", file, ", ".join(f"{n} {why}" for why, n in dropped.items()))
     merged = {k: n for k, n in counts.items() if k not in dropped}
@@ -147,14 +164,15 @@ def _resolve_file(
     )
 
 
-def _parse_line(line: str, loc: str, counts: Counter) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(
-            f"{loc}: invalid JSON: {err.msg} (column {err.colno}). Each line must be one JSON "
-            'object such as {"utterances": [...]} or {"messages": [...]}.'
-        ) from None
+def _parse_line(line: str, file: Path, lineno: int, counts: Counter) -> dict[str, Any]:
+    loc = where(file, lineno)
+    obj = parse_json(
+        line,
+        file,
+        line=lineno,
+        hint='Each line must be one JSON object such as {"utterances": [...]} or '
+        '{"messages": [...]}.',
+    )
     if not isinstance(obj, dict):
         raise DataFormatError(
             f"{loc}: expected a JSON object with `utterances` or `messages`, got "
@@ -162,7 +180,7 @@ def _parse_line(line: str, loc: str, counts: Counter) -> dict[str, Any]:
         )
     has_utts, has_msgs = "utterances" in obj, "messages" in obj
     if has_utts == has_msgs:
-        found = ", ".join(sorted(obj)) or "no keys"
+        found = describe(sorted(obj)) if obj else "no keys"
         what = "both" if has_utts else "neither"
         raise DataFormatError(
             f"{loc}: expected exactly one of the keys `utterances` (a list of strings) or "
@@ -172,8 +190,10 @@ def _parse_line(line: str, loc: str, counts: Counter) -> dict[str, Any]:
     if isinstance(persona, str):
         persona = [persona]
     if not (isinstance(persona, list) and all(isinstance(p, str) for p in persona)):
-        raise DataFormatError(f"{loc}: `persona` must be a list of strings, got {persona!r:.80}.")
-    persona = list(persona)
+        raise DataFormatError(
+            f"{loc}: `persona` must be a list of strings, got {describe(persona)}."
+        )
+    persona = [check_text(p, loc, f"persona[{i}]") for i, p in enumerate(persona)]
 
     if has_utts:
         utts = obj["utterances"]
@@ -185,9 +205,10 @@ def _parse_line(line: str, loc: str, counts: Counter) -> dict[str, Any]:
         for i, u in enumerate(utts):
             if not isinstance(u, str):
                 raise DataFormatError(
-                    f"{loc}: utterances[{i}] must be a string, got {type(u).__name__} ({u!r:.40})."
+                    f"{loc}: utterances[{i}] must be a string, got {type(u).__name__} "
+                    f"({describe(u, 40)})."
                 )
-            turns.append((i % 2, u))
+            turns.append((i % 2, check_text(u, loc, f"utterances[{i}]")))
         return {"utterances": _merge(turns, counts), "persona": persona}
 
     msgs = obj["messages"]
@@ -200,13 +221,15 @@ def _parse_line(line: str, loc: str, counts: Counter) -> dict[str, Any]:
     for i, m in enumerate(msgs):
         if not (isinstance(m, dict) and "role" in m and "content" in m):
             raise DataFormatError(
-                f"{loc}: messages[{i}] must be an object with `role` and `content`, got {m!r:.80}."
+                f"{loc}: messages[{i}] must be an object with `role` and `content`, got "
+                f"{describe(m)}."
             )
         role, content = m["role"], m["content"]
         if not isinstance(content, str):
             raise DataFormatError(
                 f"{loc}: messages[{i}].content must be a string, got {type(content).__name__}."
             )
+        check_text(content, loc, f"messages[{i}].content")
         if role == "system":
             if i != 0:
                 raise DataFormatError(
@@ -216,9 +239,9 @@ def _parse_line(line: str, loc: str, counts: Counter) -> dict[str, Any]:
             if content.strip():
                 persona.append(content)
             continue
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise DataFormatError(
-                f"{loc}: messages[{i}] has role {role!r}; expected 'user', 'assistant' or "
+                f"{loc}: messages[{i}] has role {describe(role)}; expected 'user', 'assistant' or "
                 "(first message only) 'system'."
             )
         turns.append((_ROLES[role], content))

@@ -28,15 +28,16 @@ that starts with silence then starts with the self speaker as ``<sp1>``).
 
 from __future__ import annotations
 
-import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, describe, has_surrogate, read_text
 from .download import download_dataset, pop_cache_dir
+from .json_input import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,12 @@ def load_persona_chat(
 
     A text line that is neither a persona line nor a ``partner<TAB>self`` turn (no line number,
     no tab) is skipped and counted, and a warning names the file and the first line numbers;
-    so is a JSON dialogue without ``utterances``/``history``/``candidates``.
+    so is a JSON dialogue that is not in the layout: without ``utterances``/``history``/
+    ``candidates``, a value of the wrong type (a ``history`` that is not a list of strings, a
+    persona sentence that is not a string: text is never converted) or a text holding an
+    unpaired UTF-16 surrogate (a ``"\\ud800"`` escape, not valid Unicode). The counts, by
+    reason, are in the dataset's ``info.description``; a split left without any dialogue is an
+    ``EmptyDatasetError`` naming the file and these counts.
 
     Args:
         split: ``"train"``, ``"validation"`` (ParlAI's ``valid``) or ``"test"``.
@@ -99,13 +105,15 @@ def load_persona_chat(
     if data_dir is None:
         data_dir = download_dataset(SOURCE, cache_dir)
     path, fmt = _find_file(Path(data_dir), split, format)
+    skipped: Counter = Counter()
     return cached_dialogues(
-        lambda: _read_json(path, split) if fmt == "json" else _read_txt(path),
+        lambda: _read_json(path, split, skipped) if fmt == "json" else _read_txt(path, skipped),
         source=SOURCE,
         split=split,
         files=[path],
         normalize=normalize,
         extra_features=_EXTRA_FEATURES,
+        skipped=skipped,
         format=fmt,
     )
 
@@ -152,8 +160,11 @@ def _dialogue(turns: list[tuple[int, str]], counts: dict[str, int]) -> list[str]
     return utterances
 
 
-def _log_counts(path: Path, counts: dict[str, int], problems: list[Any], unit: str) -> None:
+def _log_counts(
+    path: Path, counts: dict[str, int], problems: list[Any], unit: str, skipped: Counter
+) -> None:
     if counts["silence"]:
+        skipped[f"'{SILENCE}' turns"] += counts["silence"]
         logger.info("%s: dropped %d '%s' turn(s)", path, counts["silence"], SILENCE)
     if counts["merged"]:
         logger.warning(
@@ -164,6 +175,7 @@ def _log_counts(path: Path, counts: dict[str, int], problems: list[Any], unit: s
             SILENCE,
         )
     if counts.get("partner_persona"):
+        skipped["partner's persona lines (ignored)"] += counts["partner_persona"]
         logger.info('%s: ignored %d "partner\'s persona" line(s)', path, counts["partner_persona"])
     if problems:
         shown = ", ".join(map(str, problems[:_SHOW]))
@@ -178,7 +190,7 @@ def _log_counts(path: Path, counts: dict[str, int], problems: list[Any], unit: s
         )
 
 
-def _read_txt(path: Path) -> list[dict[str, Any]]:
+def _read_txt(path: Path, skipped: Counter) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     counts = {"silence": 0, "merged": 0, "partner_persona": 0}
     malformed: list[int] = []
@@ -194,7 +206,7 @@ def _read_txt(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         number, _, rest = line.partition(" ")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             malformed.append(lineno)
             continue
         if number == "1":
@@ -213,18 +225,16 @@ def _read_txt(path: Path) -> list[dict[str, Any]]:
         turns.append((1, fields[0]))
         turns.append((2, fields[1]))
     flush()
-    _log_counts(path, counts, [f"line {n}" for n in malformed], "line(s)")
+    if malformed:
+        skipped["lines not in Persona-Chat's format (no line number, or a turn without a tab)"] += (
+            len(malformed)
+        )
+    _log_counts(path, counts, [f"line {n}" for n in malformed], "line(s)", skipped)
     return records
 
 
-def _read_json(path: Path, split: str) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise DataFormatError(
-            f"{where(path, err.lineno)}: not valid JSON ({err.msg}). Expected Persona-Chat's "
-            f"{JSON_FILE}."
-        ) from None
+def _read_json(path: Path, split: str, skipped: Counter) -> list[dict[str, Any]]:
+    data = parse_json(read_text(path), path, hint=f"Expected Persona-Chat's {JSON_FILE}.")
     name = _FILE_SPLITS[split]
     if not isinstance(data, dict):
         raise DataFormatError(
@@ -233,7 +243,7 @@ def _read_json(path: Path, split: str) -> list[dict[str, Any]]:
         )
     if name not in data:
         raise FileNotFoundError(
-            f"{path} has no {name!r} split (its keys: {', '.join(map(repr, data))}); "
+            f"{path} has no {name!r} split (its keys: {describe(list(data))}); "
             f"{JSON_FILE} holds 'train' and 'valid' only. For the test split use ParlAI's "
             f"text file test_self_original_no_cands.txt (format='txt')."
         )
@@ -244,17 +254,41 @@ def _read_json(path: Path, split: str) -> list[dict[str, Any]]:
     counts = {"silence": 0, "merged": 0}
     malformed: list[str] = []
     for i, item in enumerate(items):
-        try:
-            last = item["utterances"][-1]
-            history = [str(u) for u in last["history"]]
-            reply = str(last["candidates"][-1])
-            persona = [str(s) for s in item.get("personality", [])]
-        except (KeyError, IndexError, TypeError):
+        dialogue = _json_dialogue(item)
+        if isinstance(dialogue, str):  # why it is skipped
+            skipped[f"dialogues {dialogue}"] += 1
             malformed.append(f"data[{name!r}][{i}]")
             continue
+        history, reply, persona = dialogue
         # The history alternates partner, self, ...; the gold reply is the self speaker's.
         full = [*history, reply]
         turns = [(2 if (len(full) - 1 - k) % 2 == 0 else 1, text) for k, text in enumerate(full)]
         records.append({"utterances": _dialogue(turns, counts), "persona": persona})
-    _log_counts(path, counts, malformed, "dialogue(s)")
+    _log_counts(path, counts, malformed, "dialogue(s)", skipped)
     return records
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _json_dialogue(item: Any) -> tuple[list[str], str, list[str]] | str:
+    """``(history, reply, persona)`` of one JSON dialogue, or why it is not one (a reason)."""
+    if not isinstance(item, dict):
+        return "that are not JSON objects"
+    utterances = item.get("utterances")
+    if not (isinstance(utterances, list) and utterances):
+        return "without a non-empty `utterances` list"
+    last = utterances[-1]
+    if not (isinstance(last, dict) and _is_str_list(last.get("history"))):
+        return "whose last `utterances` item has no `history` list of strings"
+    candidates = last.get("candidates")
+    if not (isinstance(candidates, list) and candidates and isinstance(candidates[-1], str)):
+        return "whose last `utterances` item has no `candidates` list ending with a string"
+    persona = item.get("personality", [])
+    if not _is_str_list(persona):
+        return "whose `personality` is not a list of strings"
+    history, reply = last["history"], candidates[-1]
+    if any(has_surrogate(t) for t in (*history, reply, *persona)):
+        return "with a text holding an unpaired UTF-16 surrogate (not valid Unicode)"
+    return list(history), reply, list(persona)

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gpt2chat.data import load_dialogues
-from gpt2chat.data.base import DataFormatError
+from gpt2chat.data.base import DataFormatError, EmptyDatasetError
 from gpt2chat.data.chitchat import load_chitchat, split_of
 
 SPLITS = ("train", "validation", "test")
@@ -106,10 +106,14 @@ def test_fixture_merges_and_skips(tmp_path, caplog):
 def test_fixture_file_path_and_split_fractions(tmp_path):
     d = write_fixture(tmp_path / "cc", fixture_conversations())
     assert len(load_all(d / "dataset.json")) == 2
-    total = sum(len(load_chitchat(s, d, normalize=False)) for s in SPLITS)
-    assert total == 2
     expected = {s: sum(split_of(i) == s for i in ("conv-two", "conv-mixed-group")) for s in SPLITS}
-    assert {s: len(load_chitchat(s, d, normalize=False)) for s in SPLITS} == expected
+    assert sum(expected.values()) == 2
+    for s in SPLITS:
+        if expected[s]:
+            assert len(load_chitchat(s, d, normalize=False)) == expected[s]
+        else:  # a split without any conversation is an error naming the file and why
+            with pytest.raises(EmptyDatasetError, match=r"dataset\.json \(skipped: .*other splits"):
+                load_chitchat(s, d, normalize=False)
 
 
 def test_through_load_dialogues(tmp_path):
