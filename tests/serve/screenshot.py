@@ -29,15 +29,14 @@ def take(model: str, out: Path, messages=MESSAGES, seed: int = 0, name: str | No
     import torch
     from playwright.sync_api import sync_playwright
 
-    from gpt2chat.chat.session import ChatSession
     from gpt2chat.serve import ServeSettings, create_app
 
     torch.manual_seed(seed)
-    session = ChatSession.from_pretrained(model, device="cpu")
-    settings = ServeSettings(model_name=name or Path(model).name)
+    # Loaded by the app from the folder, as `gpt2chat serve --model` does: chat_config.json applies.
+    settings = ServeSettings(model_name=name or Path(model).name, device="cpu")
     replies = []
     with (
-        LiveServer(create_app(session, settings)) as live,
+        LiveServer(create_app(model, settings)) as live,
         sync_playwright() as playwright,
         tempfile.TemporaryDirectory() as profile,
     ):
