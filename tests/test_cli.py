@@ -188,3 +188,134 @@ def test_one_file_too_small_to_hold_out_is_a_clear_error(tmp_path, capsys):
     )  # fmt: skip
     assert code == 1
     assert f"--data_dir {data} has too few dialogues to hold out 5 %" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- model paths
+MODEL_FLAG = {"train": "--model_name_or_path", "eval": "--model", "prepare": "--model_name_or_path",
+              "export": "--model"}  # fmt: skip
+
+
+def model_command(command: str, model: str, tmp_path) -> list[str]:
+    """``command`` with ``model`` as its model and whatever else it needs to reach loading it."""
+    data = ["--datasets", "daily_dialog", "--data_dir", str(daily_dialog_dir())]
+    rest = {
+        "train": [*data, "--ckpt_dir", str(tmp_path / "out"), "--use_cpu", "--report_to", "none"],
+        "eval": [*data, "--use_cpu"],
+        "prepare": [*data, "--output_dir", str(tmp_path / "prepared")],
+        "export": ["--output_dir", str(tmp_path / "exported")],
+    }[command]
+    return [command, MODEL_FLAG[command], model, *rest]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty folder", "not a model folder", "a file",
+                                  "relative typo"])  # fmt: skip
+@pytest.mark.parametrize("command", sorted(MODEL_FLAG))
+def test_a_model_path_that_is_no_model_is_one_clear_line(
+    command, kind, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    model = {
+        "missing": str(tmp_path / "no" / "such" / "model"),
+        "empty folder": str(tmp_path / "models"),
+        "not a model folder": str(tmp_path / "notes"),
+        "a file": str(tmp_path / "notes" / "readme.txt"),
+        "relative typo": "models/gpt2-finetuned",  # models/ exists: a path, not a Hub id
+    }[kind]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    code = main(model_command(command, model, tmp_path))
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    what = {
+        "missing": ": no such model folder or file; pass a folder written by `gpt2chat train`",
+        "empty folder": " is not a model folder (no config.json, adapter_config.json or "
+        "tokenizer files in it): pass a folder written by `gpt2chat train`",
+        "a file": " is a file, not a model folder: pass a folder written by `gpt2chat train`",
+    }
+    what["not a model folder"], what["relative typo"] = what["empty folder"], what["missing"]
+    assert err[0].startswith(
+        f"gpt2chat {command}: error: {MODEL_FLAG[command]} {model}{what[kind]}"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "prepared").exists()
+
+
+# --------------------------------------------------------------------------- --config
+#: a typed argument of each command and a value its type refuses
+BAD_VALUE = {"train": ("lr", "fast"), "eval": ("batch_size", "many"),
+             "prepare": ("max_turns", "all"), "export": ("torch_dtype", "float8"),
+             "chat": ("seed", "random"), "serve": ("port", "http"), "demo": ("max_steps", "lots")}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["--config=FILE", "--config FILE"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_reads_its_config_file_in_both_forms(command, form, tmp_path, capsys):
+    key, value = BAD_VALUE[command]
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"{key}: {value}\n")
+    args = [f"--config={config}"] if form == "--config=FILE" else ["--config", str(config)]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *args])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"gpt2chat {command}: error: argument --") and value in last, last
+    assert last.endswith(f"({key} set by --config {config}).")
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_it(command, tmp_path, capsys):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("persona: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SystemExit) as exit_:
+        main([command, f"--config={config}"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"gpt2chat {command}: error: --config {config} is not UTF-8 text (byte 0xe9 at offset "
+        "12): save it as UTF-8"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "argv", "message"),
+    [
+        ("lr: [\n", ["--config=FILE"], "--config FILE is not valid YAML (line 2, column 1): "),
+        ("- lr\n", ["--config=FILE"], "--config FILE must hold a mapping of argument: value"),
+        ("config: other.yaml\n", ["--config=FILE"], "--config FILE names another config file"),
+        ("lr: 0.1\n", ["--config=FILE", "--config", "FILE"], "--config is given 2 times"),
+        ("", ["--config=/no/such.yaml"], "--config /no/such.yaml: no such file"),
+        ("", ["--config"], "--config needs a YAML file path"),
+        ("", ["--config="], "--config needs a YAML file path"),
+    ],
+)
+def test_config_file_errors_are_one_line_naming_the_file(content, argv, message, tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *(a.replace("FILE", str(config)) for a in argv)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gpt2chat train: error: "), err
+    assert message.replace("FILE", str(config)) in err[0]
+
+
+def test_config_values_yield_to_flags_and_unknown_keys_are_named(tmp_path, capsys):
+    from gpt2chat.cli import parse
+    from gpt2chat.cli.eval import EvalArguments
+
+    config = tmp_path / "eval.yaml"
+    config.write_text("batch_size: 3\nnum_samples: 5\nmodel: from-file\n")
+    (args,) = parse((EvalArguments,), [f"--config={config}", "--num_samples", "7"], "t", "")
+    assert (args.batch_size, args.num_samples, args.model) == (3, 7, "from-file")
+
+    config.write_text("model: m\nno_such_option: 1\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", f"--config={config}"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "gpt2chat eval: error: unrecognized arguments: --no_such_option 1 (no_such_option set "
+        f"by --config {config})."
+    )
+    with pytest.raises(SystemExit):  # an abbreviation argparse accepts is read as well
+        main(["eval", "--conf", str(config)])
+    assert f"(no_such_option set by --config {config})." in capsys.readouterr().err

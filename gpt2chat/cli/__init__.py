@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,39 +21,119 @@ def _setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("gpt2chat").setLevel(level)
 
 
-def _expand_config(argv: list[str]) -> list[str]:
-    """Replace ``--config file.yaml`` by the file's ``key: value`` pairs (CLI flags win)."""
-    if "--config" not in argv:
-        return argv
-    i = argv.index("--config")
-    if i + 1 >= len(argv):
-        raise SystemExit("error: --config needs a YAML file path")
-    path = Path(argv[i + 1])
-    if not path.is_file():
-        raise SystemExit(f"error: --config {path}: no such file")
+class ConfigError(ValueError):
+    """A ``--config`` file that cannot be used (the message names it)."""
+
+
+def _config_path(
+    argv: list[str], names: tuple[str, ...] = ("--config",)
+) -> tuple[Path | None, list[str]]:
+    """The ``--config FILE`` / ``--config=FILE`` of ``argv`` (one at most) and the other args.
+    ``names``: ``--config`` and the abbreviations argparse would take for it."""
+    found: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in names:
+            value = next(args, None)
+            if value is None or value.startswith("--"):
+                raise ConfigError("--config needs a YAML file path")
+            found.append(value)
+        elif arg.split("=", 1)[0] in names and "=" in arg:
+            found.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    if len(found) > 1:
+        raise ConfigError(f"--config is given {len(found)} times ({', '.join(found)}): pass one")
+    if found and not found[0]:
+        raise ConfigError("--config needs a YAML file path")
+    return (Path(found[0]) if found else None), rest
+
+
+def _read_config(path: Path) -> dict:
+    """The ``key: value`` mapping of a YAML ``--config`` file; every error names the file."""
     import yaml
 
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"--config {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+            f"{err.start}): save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"--config {path} cannot be read: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise SystemExit(f"error: --config {path} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"--config {path} is not valid YAML{where}: {detail}") from None
     if not isinstance(values, dict):
-        raise SystemExit(f"error: --config {path} must hold a mapping of argument: value")
+        raise ConfigError(f"--config {path} must hold a mapping of argument: value")
+    return values
+
+
+def _expand_config(
+    argv: list[str], names: tuple[str, ...] = ("--config",)
+) -> tuple[list[str], Path | None, dict]:
+    """Replace ``--config file.yaml`` (or ``--config=file.yaml``) by the file's ``key: value``
+    pairs, placed first so that command-line flags win. Returns the arguments, the file and
+    its values."""
+    path, rest = _config_path(argv, names)
+    if path is None:
+        return argv, None, {}
+    values = _read_config(path)
+    if "config" in values:
+        raise ConfigError(f"--config {path} names another config file (config:): merge them")
     expanded: list[str] = []
     for key, value in values.items():
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         expanded += [f"--{key}", str(value)]
-    return expanded + argv[:i] + argv[i + 2 :]
+    return expanded + rest, path, values
+
+
+class _Parser(HfArgumentParser):
+    """``HfArgumentParser`` whose errors say which ``--config`` file set the arguments they
+    name."""
+
+    config: tuple[Path, dict] | None = None
+
+    def error(self, message: str):
+        if self.config is not None:
+            path, values = self.config
+            keys = [k for k in values if re.search(rf"--{re.escape(str(k))}\b", message)]
+            note = f"{', '.join(keys)} set by --config {path}" if keys else f"with --config {path}"
+            message = f"{message.rstrip('.')} ({note})."
+        super().error(message)
 
 
 def parse(dataclass_types, argv: list[str], prog: str, description: str):
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
-    parser.add_argument("--config", help="YAML file with arguments (command-line flags win).")
+    parser = _Parser(dataclass_types, prog=prog, description=description)
+    parser.add_argument(
+        "--config", help="YAML file with arguments (command-line flags win); also --config=FILE."
+    )
+    # --config and its abbreviations that no other option shares (argparse accepts them)
+    others = [o for o in parser._option_string_actions if o != "--config"]
+    prefixes = ["--config"[:n] for n in range(3, 8)]
+    names = ("--config", *(p for p in prefixes if not any(o.startswith(p) for o in others)))
     try:
-        parsed = parser.parse_args_into_dataclasses(args=_expand_config(argv))
+        args, path, values = _expand_config(argv, names)
+    except ConfigError as err:  # one line, no usage: the file is the problem, not the flags
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if path is not None:
+        parser.config = (path, values)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(
+            args=args, return_remaining_strings=True
+        )
     except ValueError as err:  # raised by the dataclasses' __post_init__ validation
         parser.error(str(err))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return [p for p in parsed if not isinstance(p, type(None))][: len(dataclass_types)]
 
 

@@ -99,8 +99,8 @@ def cmd_eval(argv: list[str]) -> int:
     model_args = ModelArguments(
         model_name_or_path=eval_args.model, torch_dtype=eval_args.torch_dtype
     )
-    tokenizer = load_tokenizer_for(eval_args.model)
-    model = load_model(model_args, tokenizer=tokenizer, default_dtype="auto")
+    tokenizer = load_tokenizer_for(eval_args.model, arg="--model")
+    model = load_model(model_args, tokenizer=tokenizer, default_dtype="auto", arg="--model")
     if data_args.prepared_dir:
         import datasets
 

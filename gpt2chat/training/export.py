@@ -26,9 +26,12 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
     out = Path(output_dir)
     if source.exists() and out.resolve() == source.resolve():
         raise ValueError("--output_dir must differ from --model (the source is read from there).")
-    tokenizer = load_tokenizer_for(model)
+    tokenizer = load_tokenizer_for(model, arg="--model")
     loaded = load_model(
-        ModelArguments(model_name_or_path=model), tokenizer=tokenizer, default_dtype="auto"
+        ModelArguments(model_name_or_path=model),
+        tokenizer=tokenizer,
+        default_dtype="auto",
+        arg="--model",
     )
     merged = merge_adapter(loaded)
     if torch_dtype and torch_dtype != "auto":

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "accepts_token_type_ids",
     "apply_lora",
+    "check_model_path",
     "context_size",
     "is_adapter_dir",
     "load_model",
@@ -61,23 +62,116 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
+#: What a folder holds when a model (or, for the tokenizer, its tokenizer) can load from it.
+MODEL_FILES = ("config.json", ADAPTER_CONFIG)
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
+WHAT_TO_PASS = (
+    "pass a folder written by `gpt2chat train` (or save_pretrained), a .gguf file, or a Hub id "
+    "such as gpt2"
+)
+
+
+def _looks_local(name: str) -> bool:
+    """Whether ``name`` can only be a path (a Hub id is ``name`` or ``namespace/name``)."""
+    return (
+        Path(name).is_absolute()
+        or name.startswith((".", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or Path(name).exists()
+        or (Path(name).parent.name != "" and Path(name).parent.is_dir())  # out/typo
+    )
+
+
+def check_model_path(
+    name: str,
+    *,
+    arg: str = "--model_name_or_path",
+    gguf_file: str | None = None,
+    tokenizer: bool = False,
+) -> None:
+    """One clear error for a local model reference that cannot load, before transformers turns
+    it into a Hub lookup (``Repo id must be in the form ...``).
+
+    ``FileNotFoundError`` for a path that does not exist; ``ValueError`` for a file that is not
+    a ``.gguf`` file and a folder with no ``config.json`` / ``adapter_config.json`` (with
+    ``tokenizer``: nor tokenizer files). A Hub id is left to the Hub.
+    """
+    path = Path(name).expanduser()
+    if not _looks_local(name):
+        return
+    if not path.exists():
+        kind = "GGUF file" if path.suffix == ".gguf" else "model folder or file"
+        raise FileNotFoundError(f"{arg} {name}: no such {kind}; {WHAT_TO_PASS}.")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{arg} {name} is a file, not a model folder: {WHAT_TO_PASS}.")
+        return
+    if gguf_file:
+        if not (path / gguf_file).is_file():
+            raise FileNotFoundError(f"{arg} {name} holds no {gguf_file} (--gguf_file).")
+        return
+    wanted = MODEL_FILES + (TOKENIZER_FILES if tokenizer else ())
+    if not any((path / f).is_file() for f in wanted):
+        holds = (
+            "config.json, adapter_config.json or tokenizer files"
+            if tokenizer
+            else "config.json or adapter_config.json"
+        )
+        raise ValueError(f"{arg} {name} is not a model folder (no {holds} in it): {WHAT_TO_PASS}.")
+
+
+def _load_error(arg: str, name: str, err: OSError) -> ValueError:
+    """A one-line error for a model that does not load: a local folder that transformers
+    refuses, or a name the Hub could not provide (not found, no network)."""
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+    if _looks_local(name):
+        return ValueError(f"{arg} {name} does not load: {detail}")
+    return ValueError(
+        f"{arg} {name}: not a local folder, and the Hugging Face Hub could not provide it "
+        f"({detail}). Check the name, or {WHAT_TO_PASS}."
+    )
+
+
 def load_tokenizer_for(
     model_name_or_path: str,
     *,
     tokenizer_name_or_path: str | None = None,
     gguf_file: str | None = None,
+    arg: str = "--model_name_or_path",
 ) -> PreTrainedTokenizerBase:
-    """The tokenizer that belongs to a model reference (see :func:`gpt2chat.tokens.load_tokenizer`)."""
+    """The tokenizer that belongs to a model reference (see :func:`gpt2chat.tokens.load_tokenizer`).
+
+    A path that does not exist or holds no model is a one-line error naming ``arg``
+    (:func:`check_model_path`), as is a Hub id the Hub cannot provide.
+    """
     from ..tokens import load_tokenizer
 
     if tokenizer_name_or_path:
-        return load_tokenizer(tokenizer_name_or_path)
-    name, gguf = split_gguf(model_name_or_path, gguf_file)
-    if gguf and Path(name).is_dir():
-        return load_tokenizer(str(Path(name) / gguf))
-    if gguf:
-        return load_tokenizer(name, gguf_file=gguf)
-    return load_tokenizer(name)
+        name, gguf, arg = tokenizer_name_or_path, None, "--tokenizer_name_or_path"
+    else:
+        name, gguf = split_gguf(model_name_or_path, gguf_file)
+    check_model_path(name, arg=arg, gguf_file=gguf, tokenizer=True)
+    try:
+        if gguf and Path(name).is_dir():
+            return load_tokenizer(str(Path(name) / gguf))
+        if gguf:
+            return load_tokenizer(name, gguf_file=gguf)
+        return load_tokenizer(name)
+    except (OSError, ValueError) as err:
+        folder = Path(name)
+        if (
+            folder.is_dir()
+            and not gguf
+            and not any((folder / f).is_file() for f in TOKENIZER_FILES)
+        ):
+            raise ValueError(
+                f"{arg} {name} holds no tokenizer (tokenizer.json, tokenizer_config.json, or "
+                "vocab.json and merges.txt): save the tokenizer beside the model."
+            ) from err
+        if isinstance(err, ValueError):
+            raise
+        raise _load_error(arg, name, err) from err
 
 
 def _from_scratch(model_args: ModelArguments) -> PreTrainedModel:
@@ -121,6 +215,7 @@ def load_model(
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
     default_dtype: str = "float32",
+    arg: str = "--model_name_or_path",
 ) -> PreTrainedModel:
     """Load the causal LM described by ``model_args``.
 
@@ -137,17 +232,16 @@ def load_model(
         return _from_scratch(model_args)
     dtype = resolve_dtype(model_args.torch_dtype, default_dtype)
     name, gguf = split_gguf(model_args.model_name_or_path, model_args.gguf_file)
+    check_model_path(name, arg=arg, gguf_file=gguf)
     if is_adapter_dir(name):
         return _load_adapter(name, dtype, tokenizer)
-    if not gguf and Path(name).exists() and not (Path(name) / "config.json").is_file():
-        raise ValueError(
-            f"--model_name_or_path {name} is a path but holds no config.json: pass a folder "
-            "saved with save_pretrained, a .gguf file, or a Hub model id."
-        )
     kwargs = {"dtype": dtype}
     if gguf:
         kwargs["gguf_file"] = gguf
-    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except OSError as err:
+        raise _load_error(arg, name, err) from err
     quantizer = getattr(model, "hf_quantizer", None)
     if gguf and quantizer is not None:
         # transformers dequantizes GGUF weights on load but keeps the model marked quantized,
