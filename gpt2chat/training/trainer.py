@@ -19,7 +19,6 @@ from typing import Any
 import datasets
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..chat.settings import ChatSettings
 from ..collator import DialogueCollator
@@ -27,6 +26,7 @@ from ..features import prepare_dataset
 from ..render import IGNORE_INDEX
 from ..tokens import CONFIG_KEY, SpeakerTokens, add_speaker_tokens, get_speaker_tokens
 from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
+from .checkpoints import CheckpointMixin, resolve_checkpoint
 from .model_card import ModelCardInfo, render_model_card
 from .modeling import (
     accepts_token_type_ids,
@@ -62,43 +62,6 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
         sums[i] = row.double()
     counts = (shift_labels != IGNORE_INDEX).sum(dim=1).to(torch.float64)
     return sums, counts
-
-
-def resolve_checkpoint(value: str | bool | None, output_dir: str | None) -> str | bool | None:
-    """Turn ``resume_from_checkpoint`` / ``--ckpt_name`` into a checkpoint folder.
-
-    ``"last"``, ``"latest"``, ``"true"`` or ``True``: the newest ``checkpoint-*`` in
-    ``output_dir``. A path, or a folder name inside ``output_dir``, must be a checkpoint folder.
-    """
-    if (
-        value is None
-        or value is False
-        or (isinstance(value, str) and value.lower() in ("", "false"))
-    ):
-        return None
-    if value is True or (isinstance(value, str) and value.lower() in ("true", "last", "latest")):
-        last = get_last_checkpoint(output_dir) if output_dir and os.path.isdir(output_dir) else None
-        if last is None:
-            raise ValueError(
-                f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir}; "
-                "train without resuming, or name a checkpoint folder."
-            )
-        return last
-    path = Path(value)
-    candidates = [path] + ([Path(output_dir) / path.name] if output_dir else [])
-    for c in candidates:
-        if c.is_dir():
-            return str(c)
-    available = sorted(p.name for p in Path(output_dir or ".").glob("checkpoint-*") if p.is_dir())
-    hint = (
-        " The seed's .ckpt files are plain state dicts and cannot be resumed: start a new run."
-        if path.suffix == ".ckpt"
-        else ""
-    )
-    raise ValueError(
-        f"--resume_from_checkpoint / --ckpt_name {value}: no such checkpoint folder. Checkpoints "
-        f"in {output_dir}: {', '.join(available) or 'none'}.{hint}"
-    )
 
 
 def _content_hash(ds: datasets.Dataset) -> str:
@@ -138,7 +101,7 @@ def _raw(ds) -> bool:
     )
 
 
-class DialogueTrainer(Trainer):
+class DialogueTrainer(CheckpointMixin, Trainer):
     """A :class:`transformers.Trainer` that fine-tunes a causal LM on dialogues.
 
     Args:
@@ -402,10 +365,13 @@ class DialogueTrainer(Trainer):
         **kwargs,
     ):
         """:meth:`transformers.Trainer.train`; ``resume_from_checkpoint`` defaults to
-        ``args.resume_from_checkpoint`` (set by ``--ckpt_name`` too) and accepts ``"last"``."""
+        ``args.resume_from_checkpoint`` (set by ``--ckpt_name`` too) and accepts ``"last"``: the
+        newest complete checkpoint (:mod:`gpt2chat.training.checkpoints`)."""
         if resume_from_checkpoint is None:
             resume_from_checkpoint = self.args.resume_from_checkpoint
-        resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        resume_from_checkpoint = resolve_checkpoint(
+            resume_from_checkpoint, self.args.output_dir, full_state=not self.args.save_only_model
+        )
         if resume_from_checkpoint:
             logger.info("Resuming from %s", resume_from_checkpoint)
         return super().train(

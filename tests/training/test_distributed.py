@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from gpt2chat.cli import main
+from gpt2chat.training.checkpoints import MANIFEST_NAME, checkpoint_problems
 
 from ..conftest import REPO
 from .helpers import daily_dialog_dir, save_tiny_model
@@ -117,6 +118,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     events = list((two / "runs").rglob("events.out.tfevents*"))
     assert events and len({e.name.split(".")[-2] for e in events}) == 1
     assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-4"]
+    # ... complete: both ranks' RNG states in it and in its list of files, written last
+    listed = json.loads((two / "checkpoint-4" / MANIFEST_NAME).read_text())["files"]
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(listed)
+    assert checkpoint_problems(two / "checkpoint-4") == []
     # The main process rendered the examples once; the other one loaded its cache file.
     # (records of the datasets logger, as formatted by the CLI's logging setup)
     assert log.count("datasets.arrow_dataset: Caching processed dataset at") == 2  # train, eval
