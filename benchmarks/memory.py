@@ -107,12 +107,23 @@ def _replicate_persona_chat(src: Path, dest: Path, scale: int, limit: int | None
 
 
 def _replicate_chitchat(src: Path, dest: Path, scale: int, limit: int | None) -> None:
-    """Chit-Chat ``dataset.json`` ``scale`` times; copy ``k`` > 0 gets ids + ``_x<k>``."""
-    from itertools import islice
+    """Chit-Chat ``dataset.json`` ``scale`` times; copy ``k`` > 0 gets ids + ``_x<k>``. With a
+    ``limit``, the first ``limit`` conversations of each split (by id, as the loader splits), so
+    that no split is empty (an empty split is an error)."""
+    from collections import Counter
 
-    from gpt2chat.data.chitchat import _json_object_items  # streams the 40 MB file
+    from gpt2chat.data.chitchat import _json_object_items, split_of  # streams the 40 MB file
 
-    items = list(islice(_json_object_items(src), limit))
+    items, per_split = [], Counter()
+    for conv_id, conv in _json_object_items(src):
+        if limit is not None:
+            split = split_of(conv_id)
+            if per_split[split] >= limit:
+                if min(per_split[s] for s in SPLITS["chitchat"]) >= limit:
+                    break
+                continue
+            per_split[split] += 1
+        items.append((conv_id, conv))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest, "w", encoding="utf-8") as f:
         f.write("{")

@@ -16,7 +16,8 @@ def test_replicated_data_keeps_conversations_apart(standin_shared, tmp_path):
         ids = [row[0] for row in list(csv.reader(f))[1:]]
     assert len(set(ids)) == 3 * 4  # each copy's conversations get their own ids
     chat = json.loads((root / "chitchat" / "dataset.json").read_text())
-    assert len(chat) == 12 and len({json.dumps(v, sort_keys=True) for v in chat.values()}) == 4
+    # The first 4 conversations of each split, 3 times
+    assert len(chat) == 36 and len({json.dumps(v, sort_keys=True) for v in chat.values()}) == 12
     pc = (root / "persona_chat" / "valid_self_original_no_cands.txt").read_text()
     assert pc.count("\n1 your persona:") + pc.startswith("1 your persona:") == 12
 
