@@ -283,10 +283,12 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 
 def _shown(value: Any) -> str:
+    """A short printable rendering of a client's value (never raises: a value nested near the
+    recursion limit, or too long an integer, shows as its type)."""
     try:
         text = json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except Exception:
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -365,6 +367,14 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         APIError: ``400`` with the offending ``param`` for anything the server cannot serve.
     """
     settings = settings.with_chat_settings(None)  # no-op for the app's (resolved) settings
+    messages = payload.get("messages") if isinstance(payload, dict) else None
+    if isinstance(messages, list) and len(messages) > settings.max_messages:
+        raise _bad(  # before validating (and collecting an error for) every one of them
+            f"Too many messages: {len(messages)} > {settings.max_messages} (this server's "
+            "--max_messages). Send only the recent part of the conversation.",
+            "messages",
+            "too_many_messages",
+        )
     try:
         body = ChatCompletionBody.model_validate(payload)
     except ValidationError as err:

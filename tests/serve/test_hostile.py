@@ -318,3 +318,24 @@ def test_any_bytes_get_a_4xx(server, raw):
 
 def test_healthy_after_the_properties(server):
     healthy(server.url)
+
+
+@pytest.mark.parametrize("field", ["messages", "message", "temperature", "model", "stop"])
+def test_json_nested_up_to_and_past_the_recursion_limit_is_a_400(server, field):
+    """Depths on both sides of what the server's JSON parser accepts: never a 5xx."""
+    for depth in range(850, 1100, 25):
+        nested = "[" * depth + "]" * depth
+        if field == "messages":
+            raw = '{"messages": ' + nested + "}"
+        elif field == "message":
+            raw = '{"messages": [' + nested + "]}"
+        else:
+            raw = '{"messages": [{"role": "user", "content": "x"}], "' + field + '": ' + nested
+            raw += "}"
+        assert_error(post(server.url, raw.encode()), 400)
+    healthy(server.url)
+
+
+def test_a_huge_list_of_messages_is_refused_before_validation(server):
+    raw = json.dumps({"messages": [{}] * 100_000}).encode()
+    assert_error(post(server.url, raw), 400, "messages", "too_many_messages")
