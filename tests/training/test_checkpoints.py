@@ -251,11 +251,16 @@ def resume_warnings(run: Path, checkpoint: str) -> str:
     """The transformers warnings of a resume from ``checkpoint`` (no step left to train)."""
     records = _Records()
     hf_logger = logging.getLogger("transformers.trainer")
+    level = (
+        hf_logger.level
+    )  # an earlier test (a CLI run in-process) may have quietened transformers
     hf_logger.addHandler(records)
+    hf_logger.setLevel(logging.WARNING)
     try:
         make_trainer(run, max_steps=4, resume_from_checkpoint=checkpoint).train()
     finally:
         hf_logger.removeHandler(records)
+        hf_logger.setLevel(level)
     return "\n".join(records.messages)
 
 
