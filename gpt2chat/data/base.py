@@ -195,13 +195,20 @@ def _valid_rows(
     for index, rec in enumerate(records):
         loc = f"{origin}, dialogue {index}"
         raw = rec.get("utterances") if isinstance(rec, Mapping) else None
-        utts = []
+        utts: list[str] = []
+        gap = 0  # empty turns since the last kept utterance: the speakers must keep alternating
         for u in _strings(raw, loc, "utterances"):
             u = normalize_text(u) if normalize else " ".join(u.split())
-            if u:
-                utts.append(u)
-            else:
+            if not u:
                 stats.skipped["empty utterances"] += 1
+                gap += 1
+            elif utts and gap % 2:  # same speaker as the last kept one: one turn, not a reply
+                utts[-1] = f"{utts[-1]} {u}"
+                stats.skipped["utterances joined across an empty turn"] += 1
+                gap = 0
+            else:
+                utts.append(u)
+                gap = 0
         if len(utts) < 2:
             stats.skipped["dialogues with fewer than 2 utterances"] += 1
             continue

@@ -129,13 +129,20 @@ def test_normalize_false_keeps_the_tokenised_text(tmp_path):
 
 
 def test_empty_utterances_and_short_dialogues_are_counted(tmp_path, caplog):
-    text = "Hi ! __eou__ __eou__ Hello . __eou__\nOnly one . __eou__\n   __eou__  __eou__\n"
+    text = (
+        "Hi ! __eou__ __eou__ Hello . __eou__ How are you ? __eou__\n"
+        "Only one . __eou__\n   __eou__  __eou__\n"
+        "A . __eou__ __eou__ __eou__ B . __eou__\n"
+    )
     write_split_dirs(tmp_path, {"train": text})
     with caplog.at_level(logging.INFO, logger="gpt2chat.data"):
         ds = load_daily_dialog("train", tmp_path)
-    assert ds["utterances"] == [["Hi!", "Hello."]]
+    # An empty turn between two utterances of one speaker joins them: the speakers keep
+    # alternating ("Hello." is not a reply to "Hi!"); two empty turns in a row change nothing.
+    assert ds["utterances"] == [["Hi! Hello.", "How are you?"], ["A.", "B."]]
     summary = ds.info.description
-    assert "3 empty utterances" in summary
+    assert "5 empty utterances" in summary
+    assert "1 utterances joined across an empty turn" in summary
     assert "2 dialogues with fewer than 2 utterances" in summary
     assert summary in caplog.text
 
