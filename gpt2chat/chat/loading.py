@@ -101,7 +101,10 @@ def _load_model(name: str, dtype: torch.dtype):
             # GGUF weights are dequantized on load: the model is a plain float model.
             quantizer.remove_quantization_config(model)
     else:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        from ..training.checkpoints import explained_load_failure
+
+        with explained_load_failure(name):
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     return model
 
 
@@ -122,7 +125,10 @@ def _load_adapter(path: Path, dtype: torch.dtype, merge: bool):
         n_tokens = len(load_tokenizer(str(path)))
         if n_tokens > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(n_tokens, mean_resizing=False)
-    model = PeftModel.from_pretrained(model, str(path))
+    from ..training.checkpoints import explained_load_failure
+
+    with explained_load_failure(path):
+        model = PeftModel.from_pretrained(model, str(path))
     if merge:
         model = model.merge_and_unload()
     return model, tok_source

@@ -26,6 +26,8 @@ import logging
 import os
 import struct
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
@@ -36,7 +38,9 @@ __all__ = [
     "MANIFEST_NAME",
     "CheckpointMixin",
     "checkpoint_problems",
+    "explained_load_failure",
     "find_resumable",
+    "load_failure",
     "resolve_checkpoint",
     "write_manifest",
 ]
@@ -114,6 +118,36 @@ def _weights_problems(folder: Path, names: set[str]) -> list[str]:
     adapter = any(n.startswith("adapter_model") for n in weights)
     config = "adapter_config.json" if adapter else "config.json"
     return problems + ([] if config in names else [f"no {config}"])
+
+
+def load_failure(name: str | os.PathLike, err: BaseException) -> ValueError | None:
+    """When loading the model folder ``name`` failed with ``err`` because a weights file is cut
+    short or damaged (``SafetensorError``, a torch zip without its end record...), a
+    ``ValueError`` naming the folder and the file; else ``None`` (the error is another one)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return None
+    names = {p.name for p in folder.iterdir()}
+    problems = [p for p in _weights_problems(folder, names) if not p.startswith("no ")]
+    if not problems:
+        return None
+    return ValueError(
+        f"{folder}: {'; '.join(problems)}, so the model cannot be loaded "
+        f"({type(err).__name__}). Save it again, or use an earlier checkpoint."
+    )
+
+
+@contextmanager
+def explained_load_failure(name: str | os.PathLike) -> Iterator[None]:
+    """Around a ``from_pretrained`` of the folder ``name``: a failure caused by a damaged
+    weights file is re-raised as :func:`load_failure`'s ``ValueError``; others as they are."""
+    try:
+        yield
+    except Exception as err:
+        failure = load_failure(name, err)
+        if failure is None:
+            raise
+        raise failure from err
 
 
 def checkpoint_problems(folder: str | os.PathLike, *, full_state: bool = True) -> list[str]:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .checkpoints import explained_load_failure
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -239,7 +241,8 @@ def load_model(
     if gguf:
         kwargs["gguf_file"] = gguf
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        with explained_load_failure(name):
+            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as err:
         raise _load_error(arg, name, err) from err
     quantizer = getattr(model, "hf_quantizer", None)
@@ -266,7 +269,8 @@ def _load_adapter(path: str, dtype, tokenizer) -> PreTrainedModel:
         )
     base_dir, gguf = split_gguf(base_name)
     kwargs = {"dtype": dtype, **({"gguf_file": gguf} if gguf else {})}
-    base = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    with explained_load_failure(base_dir):
+        base = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
     if gguf and getattr(base, "hf_quantizer", None) is not None:
         base.hf_quantizer.remove_quantization_config(base)
     if tokenizer is None:
@@ -274,7 +278,8 @@ def _load_adapter(path: str, dtype, tokenizer) -> PreTrainedModel:
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     logger.info("Loading the LoRA adapter %s on top of %s", path, base_name)
-    return PeftModel.from_pretrained(base, path)
+    with explained_load_failure(path):
+        return PeftModel.from_pretrained(base, path)
 
 
 def unwrap_peft(model):

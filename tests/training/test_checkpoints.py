@@ -279,3 +279,44 @@ def test_the_tied_lm_head_is_not_reported_missing_but_real_missing_keys_are(save
     write_manifest(checkpoint)
     warned = resume_warnings(tmp_path / "run", "checkpoint-4")
     assert "missing keys in the checkpoint model loaded: ['transformer.h.0.ln_1.bias']" in warned
+
+
+# --------------------------------------------------------------------------- damaged model folders
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_a_model_folder_with_damaged_weights_is_one_line_in_every_command(tmp_path, capsys, damage):
+    """Not only resuming: chat, export, eval and train load the folder and say what is wrong."""
+    from gpt2chat import ChatSession, add_speaker_tokens
+
+    from ..fixtures import load_tokenizer
+    from .helpers import tiny_model
+
+    folder = tmp_path / "model"
+    tokenizer = load_tokenizer()
+    model = tiny_model()
+    add_speaker_tokens(tokenizer, model)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        cut(weights)
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    else:
+        weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a json header at all")
+    with pytest.raises(ValueError, match=r"model\.safetensors is (truncated|damaged)"):
+        ChatSession.from_pretrained(folder, device="cpu")
+    data = str(daily_dialog_dir())
+    commands = {
+        "chat": ["chat", "--model_path", str(folder)],
+        "serve": ["serve", "--model", str(folder), "--device", "cpu"],
+        "export": ["export", "--model_path", str(folder), "--output_dir", str(tmp_path / "x")],
+        "eval": ["eval", "--model", str(folder), "--datasets", "daily_dialog", "--data_dir", data],
+        "train": ["train", "--model_name_or_path", str(folder), "--datasets", "daily_dialog",
+                  "--data_dir", data, "--output_dir", str(tmp_path / "t"), "--use_cpu"],
+    }  # fmt: skip
+    for name, argv in commands.items():
+        code = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith(f"gpt2chat {name}: error:")]
+        assert code == 1 and len(lines) == 1, (name, err[-2000:])
+        assert "model.safetensors is" in lines[0] and "Traceback" not in err, (name, err)
