@@ -286,6 +286,16 @@ def test_a_config_file_that_is_not_utf8_is_one_line_naming_it(command, tmp_path,
         ("", ["--config=/no/such.yaml"], "--config /no/such.yaml: no such file"),
         ("", ["--config"], "--config needs a YAML file path"),
         ("", ["--config="], "--config needs a YAML file path"),
+        ("lr: {a: 1}\n", ["--config=FILE"], "--config FILE: 'lr' must be a value or a list"),
+        ("lr: [[1]]\n", ["--config=FILE"], "--config FILE: 'lr' must be a value or a list"),
+        ("model_name_or_path: " + "[" * 5000 + "]" * 5000, ["--config=FILE"], "nests deeper"),
+        (  # aliases that would expand to 10**9 values
+            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+            + "model_name_or_path: *a8\n",
+            ["--config=FILE"],
+            "--config FILE: 'a1' must be a value or a list of values",
+        ),
     ],
 )
 def test_config_file_errors_are_one_line_naming_the_file(content, argv, message, tmp_path, capsys):

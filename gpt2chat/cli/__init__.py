@@ -65,6 +65,8 @@ def _read_config(path: Path) -> dict:
         ) from None
     except OSError as err:
         raise ConfigError(f"--config {path} cannot be read: {err.strerror or err}") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path} nests deeper than a config can: flatten it") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -89,6 +91,12 @@ def _expand_config(
         raise ConfigError(f"--config {path} names another config file (config:): merge them")
     expanded: list[str] = []
     for key, value in values.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in items):
+            raise ConfigError(
+                f"--config {path}: {str(key)[:60]!r} must be a value or a list of values, not a "
+                "mapping or a nested list"
+            )
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         expanded += [f"--{key}", str(value)]
