@@ -482,12 +482,16 @@ def create_app(
     # Host and Content-Type checks, HEAD, and one logged 500 for anything unexpected.
     app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts or LOOPBACK_HOSTS)
 
+    # Compared as bytes: the header's as sent (Starlette decodes headers as Latin-1), the key's
+    # as UTF-8 (or the original bytes of a key read from a non-UTF-8 environment).
+    key = None if settings.api_key is None else settings.api_key.encode("utf-8", "surrogateescape")
+
     def authorized(request: Request) -> bool:
-        if settings.api_key is None:
+        if key is None:
             return True
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode("utf-8", "surrogateescape"), settings.api_key.encode("utf-8")
+            token.strip().encode("latin-1"), key
         )
 
     def authorize(request: Request) -> None:

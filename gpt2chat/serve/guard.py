@@ -6,7 +6,8 @@ a plain ASGI middleware, so streaming and disconnect detection are untouched):
   127.0.0.1 through a name it controls;
 * a ``POST`` body must be ``Content-Type: application/json``, so a cross-site "simple" request
   (a form, ``text/plain``) never starts a generation;
-* ``HEAD`` is answered on every ``GET`` route (the ``GET`` response without its body);
+* ``HEAD`` is answered on every ``GET`` route (the ``GET`` response without its body), and a
+  ``Range`` header is ignored (files are sent whole, so no error is in another format);
 * an unexpected exception becomes one ``500`` in OpenAI's error format, logged once.
 """
 
@@ -32,8 +33,12 @@ def host_name(host: str) -> str:
     """``Host`` header value -> the name alone: ``"[::1]:8000"`` -> ``"::1"``,
     ``"Example.COM.:80"`` -> ``"example.com"``."""
     host = host.strip().lower()
-    if host.startswith("["):  # an IPv6 literal, maybe with a port
-        return host[1 : host.find("]")] if "]" in host else host
+    if host.startswith("["):  # an IPv6 literal, maybe with a port, and nothing else
+        end = host.find("]")
+        rest = host[end + 1 :] if end > 0 else None
+        if rest is None or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return host  # not a valid Host: compared as it is, it matches no allowed name
+        return host[1:end]
     if host.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
         host = host.split(":", 1)[0]
     return host.rstrip(".")
@@ -57,14 +62,24 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = dict(raw)
         error = self._refusal(scope["method"], headers)
+        if error is None and sum(k == "content-type" for k, _ in raw) > 1:
+            error = APIError(400, "Send one Content-Type header.", code="invalid_content_type")
         if error is not None:
             await error.response()(scope, receive, send)
             return
         if scope["method"] == "HEAD":
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
+        if "range" in headers:  # the page's files are small: always sent whole (200, not 206)
+            scope = {
+                **scope,
+                "headers": [
+                    (k, v) for k, v in scope["headers"] if k.lower() not in (b"range", b"if-range")
+                ],
+            }
         started = False
 
         async def tracking_send(message: Message) -> None:

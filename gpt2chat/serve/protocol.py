@@ -127,6 +127,13 @@ class ServeSettings:
         need(given("max_turns") >= 2, "max_turns must be >= 2")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
+        if self.api_key is not None:
+            try:  # the bytes a client must send (a key read from non-UTF-8 bytes keeps them)
+                self.api_key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "--api_key must be text (it holds an unpaired surrogate)"
+                ) from None
         if self.allowed_hosts is not None:
             if isinstance(self.allowed_hosts, str):
                 self.allowed_hosts = self.allowed_hosts.split(",")

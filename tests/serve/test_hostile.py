@@ -339,3 +339,51 @@ def test_json_nested_up_to_and_past_the_recursion_limit_is_a_400(server, field):
 def test_a_huge_list_of_messages_is_refused_before_validation(server):
     raw = json.dumps({"messages": [{}] * 100_000}).encode()
     assert_error(post(server.url, raw), 400, "messages", "too_many_messages")
+
+
+def test_host_names_are_parsed_strictly():
+    from gpt2chat.serve.guard import host_name
+
+    assert host_name("[::1]:8000") == "::1" and host_name("[::1]") == "::1"
+    assert host_name("Example.COM.:80") == "example.com"
+    for trick in ("[::1].evil.com", "[::1]evil", "[::1]:80x", "[::1"):
+        assert host_name(trick) not in ("::1", "localhost", "127.0.0.1"), trick
+
+
+def test_host_and_content_type_tricks(server):
+    body = json.dumps({"messages": [user()]}).encode()
+    for host in ("[::1].evil.com", "[::1]anything", "[::1]:80.evil.com"):
+        assert_error(post(server.url, body, {"Host": host}), 400, code="invalid_host")
+    two_types = [("Content-Type", "text/plain"), ("Content-Type", "application/json")]
+    response = httpx.post(f"{server.url}/v1/chat/completions", content=body, headers=two_types)
+    assert_error(response, 400, code="invalid_content_type")
+
+
+@pytest.mark.parametrize(
+    "value", ["bytes=abc", "items=0-1", "bytes=5-1", "bytes=999999-", "bytes=-0"]
+)
+@pytest.mark.parametrize("path", ["/", "/static/app.js"])
+def test_range_headers_get_the_whole_file(server, path, value):
+    whole = httpx.get(f"{server.url}{path}")
+    ranged = httpx.get(f"{server.url}{path}", headers={"Range": value})
+    assert ranged.status_code == 200 and ranged.content == whole.content
+
+
+def test_api_keys_compare_as_the_bytes_clients_send(model_dir):
+    from gpt2chat.serve import ServeSettings, create_app
+
+    for key, good, bad in [
+        ("cl\u00e9", "cl\u00e9".encode(), "cl\u00e9".encode("latin-1")),
+        ("k\udcff", b"k\xff", b"k\xc3\xbf"),  # a key read from non-UTF-8 bytes keeps them
+    ]:
+        settings = ServeSettings(api_key=key, max_new_tokens=2, device="cpu")
+        with LiveServer(create_app(model_dir, settings)) as live:
+            ok = httpx.get(f"{live.url}/v1/models", headers={"Authorization": b"Bearer " + good})
+            assert ok.status_code == 200, ok.text
+            wrong = httpx.get(f"{live.url}/v1/models", headers={"Authorization": b"Bearer " + bad})
+            assert_error(wrong, 401)
+            assert httpx.get(
+                f"{live.url}/health", headers={"Authorization": b"Bearer " + bad}
+            ).json() == {"status": "ok"}
+    with pytest.raises(ValueError, match="api_key"):
+        ServeSettings(api_key="\ud800")
