@@ -187,13 +187,13 @@ def generate_replies(
         output = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
-            eos_token_id=tokens.eos_token_id,
+            eos_token_id=list(tokens.reply_stop_ids),  # chat's rule: <eos> or <sp1> ends it
             pad_token_id=tokens.pad_token_id,
             **sampling,
         )
         for row in output[:, longest:].tolist():
-            if tokens.eos_token_id in row:
-                row = row[: row.index(tokens.eos_token_id)]
+            ends = [row.index(t) for t in tokens.reply_stop_ids if t in row]
+            row = row[: min(ends)] if ends else row
             replies.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     model.train(was_training)
     return replies

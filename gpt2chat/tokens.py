@@ -49,6 +49,12 @@ class SpeakerTokens:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def reply_stop_ids(self) -> tuple[int, int]:
+        """Where a generated reply ends, for chat, serving and evaluation alike: ``<eos>``, or
+        ``<sp1>`` (the model starting the user's next turn)."""
+        return (self.eos_token_id, self.sp1_token_id)
+
 
 def _token_id(tokenizer: PreTrainedTokenizerBase, token: str, arg: str) -> int:
     ids = tokenizer.convert_tokens_to_ids([token])

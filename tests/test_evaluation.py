@@ -111,3 +111,34 @@ def test_evaluate_model_per_dataset_and_overall(tmp_path):
     table = report.format_table()
     assert "first" in table and "all" in table and "BLEU" in table
     assert report.to_dict()["settings"]["token_type_ids"] is True
+
+
+def test_replies_end_where_chat_ends_them():
+    """Evaluation scores the replies chat would give: <sp1> ends a reply as <eos> does."""
+    from gpt2chat import ChatSession, get_speaker_tokens
+
+    tokenizer = gpt2_tokenizer()
+    model = tiny_model()
+    add_speaker_tokens(tokenizer, model)
+    sp1 = get_speaker_tokens(tokenizer).sp1_token_id
+    calls = {"n": 0}
+
+    def third_token_is_sp1(module, args, output):  # one call per new token
+        calls["n"] += 1
+        if calls["n"] == 3:
+            output[..., sp1] = 1e4
+        return output
+
+    model.lm_head.register_forward_hook(third_token_is_sp1)
+    dialogue = daily_dialogues("test", n=1)
+    features = prepare_dataset(dialogue, tokenizer, max_len=48)
+    (context,) = reply_contexts(features, [0])
+    (reply,) = generate_replies(
+        model, tokenizer, [context], use_token_type_ids=True, batch_size=1, max_new_tokens=8
+    )
+    assert calls["n"] == 3  # generation ended at <sp1>, 5 tokens before max_new_tokens
+    calls["n"] = 0
+    chat = ChatSession(model, tokenizer, do_sample=False, max_new_tokens=8, prefix_cache=False)
+    assert chat.render_prompt(dialogue[0]["utterances"][0])["input_ids"] == context["input_ids"]
+    assert chat.send(dialogue[0]["utterances"][0]) == reply
+    assert calls["n"] == 3

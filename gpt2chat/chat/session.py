@@ -335,7 +335,7 @@ class ChatSession:
             )
         self.model = model
         self.tokenizer = tokenizer
-        self._stop_ids = (self.tokens.eos_token_id, self.tokens.sp1_token_id)  # end a reply
+        self._stop_ids = self.tokens.reply_stop_ids  # where a reply ends
         self.max_turns = max_turns
         self.prefix_cache = bool(prefix_cache)
         self.compile = bool(compile)
