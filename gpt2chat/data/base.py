@@ -89,16 +89,28 @@ def require_file(path: str | Path, what: str) -> Path:
     return p
 
 
-def read_text(path: Path) -> str:
-    """Read a UTF-8 text file; undecodable bytes raise an error naming the file and line."""
-    raw = path.read_bytes()
+#: ``text.split("\n")`` at every line end, ``\r\n``, ``\n`` and a lone ``\r`` (old Mac OS); the
+#: other breaks of ``str.splitlines`` (``\x0b``, ``\x85``, ``\u2028``...) are text.
+split_lines = re.compile(r"\r\n|\r|\n").split
+
+
+def read_text(path: Path, *, lone_cr: bool = False) -> str:
+    """Read a UTF-8 text file with :func:`decode_text`."""
+    return decode_text(path.read_bytes(), path, lone_cr=lone_cr)
+
+
+def decode_text(raw: bytes, label: str | Path, *, lone_cr: bool = False) -> str:
+    r"""``raw`` as UTF-8 text; undecodable bytes raise an error naming ``label`` and the line
+    (counting a lone ``\r`` as a line end too with ``lone_cr``, as :func:`split_lines` does)."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+        line = raw.count(b"\n", 0, err.start) + 1
+        if lone_cr:
+            line += raw.count(b"\r", 0, err.start) - raw.count(b"\r\n", 0, err.start)
         raise DataFormatError(
-            f"{where(path, line)}: bytes that are not valid UTF-8 ({raw[err.start : err.end]!r}). "
-            "Re-encode the file as UTF-8."
+            f"{where(label, line)}: bytes that are not valid UTF-8 "
+            f"({raw[err.start : err.end]!r}). Re-encode the file as UTF-8."
         ) from None
 
 

@@ -17,7 +17,9 @@ conversations that belong to the other splits; a split left without any conversa
 A conversation that is not in this format (a value of the wrong type: text is never converted;
 a text or prompt holding an unpaired UTF-16 surrogate, a ``"\\ud800"`` escape that is not valid
 Unicode) is an error naming the file and the conversation id; invalid JSON (nesting too deep
-included) is an error naming the file and the line.
+included, and anything but whitespace after the object) is an error naming the file and the
+line, and so is a conversation id that appears twice (``json.loads`` would keep only the last
+of the two conversations).
 
 The corpus has no official split. The split is fixed by the conversation id, the same on every
 machine and in every Python process: ``u = int(sha256(id)[:16], 16) / 2**64`` is uniform in
@@ -213,7 +215,11 @@ def _check_whole_file(path: Path, err: BaseException) -> None:
     """Raise the :class:`DataFormatError` that describes what is wrong with the whole file
     (``err`` is what the streamed reader raised)."""
     text = read_text(path)
-    data = parse_json(text, path)
+    data = parse_json(
+        text,
+        path,
+        hint="Expected one JSON object (conversation id: conversation) and nothing after it.",
+    )
     if not isinstance(data, dict):
         raise DataFormatError(
             f"{path}: expected a JSON object mapping conversation ids to conversations, got "
@@ -231,17 +237,29 @@ def _json_object_items(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[
     """Yield the ``(key, value)`` pairs of the JSON object in ``path``, reading it in chunks.
 
     Raises ``ValueError`` (``json.JSONDecodeError`` for invalid JSON) when the file is not one
-    JSON object; the caller reports the details.
+    JSON object, anything but whitespace following it included (as ``json.loads`` does); the
+    caller reports the details. A key that appears twice is a :class:`DataFormatError` naming
+    both lines: ``json.loads`` would silently keep the last conversation only.
     """
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8-sig") as f:
+    # newline="": "\r" is JSON whitespace, and lines are counted at "\n" as json.loads does
+    with open(path, encoding="utf-8-sig", newline="") as f:
         buf, pos, eof = "", 0, False
+        lines, mark = 0, 0  # the newlines in the file before buf[mark]
 
         def fill() -> None:
-            nonlocal buf, pos, eof
+            nonlocal buf, pos, eof, lines, mark
             data = f.read(chunk_size)
             eof = not data
-            buf, pos = buf[pos:] + data, 0
+            lines += buf.count("\n", mark, pos)
+            buf, pos, mark = buf[pos:] + data, 0, 0
+
+        def line() -> int:
+            """The line of ``buf[pos]``."""
+            nonlocal lines, mark
+            lines += buf.count("\n", mark, pos)
+            mark = pos
+            return lines + 1
 
         def skip_space() -> None:
             nonlocal pos
@@ -277,21 +295,39 @@ def _json_object_items(path: Path, chunk_size: int = 1 << 20) -> Iterator[tuple[
             pos += 1
             return buf[pos - 1]
 
+        def end() -> None:
+            skip_space()
+            if pos < len(buf):
+                raise ValueError(f"{path}, line {line()}: more than one JSON value")
+
         fill()
         if punctuation() != "{":
             raise ValueError(f"{path}: not a JSON object")
         skip_space()
         if pos < len(buf) and buf[pos] == "}":
+            pos += 1
+            end()
             return
+        seen: dict[str, int] = {}  # key -> its line
         while True:
+            skip_space()
+            at = line()
             key = value()
             if not isinstance(key, str):
                 raise ValueError(f"{path}: a key that is not a string")
+            if key in seen:
+                raise DataFormatError(
+                    f"{path}, line {at}: the conversation id {describe(key)} appears twice "
+                    f"(first at line {seen[key]}); JSON readers keep only the last of the two "
+                    "conversations. Give each conversation its own id."
+                )
+            seen[key] = at
             if punctuation() != ":":
                 raise ValueError(f"{path}: expected ':' after a key")
             yield key, value()
             sep = punctuation()
             if sep == "}":
+                end()
                 return
             if sep != ",":
                 raise ValueError(f"{path}: expected ',' or '}}' between items")

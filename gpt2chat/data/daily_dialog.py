@@ -1,8 +1,9 @@
 """DailyDialog (Li et al., 2017): the official ``dialogues_<split>.txt`` files.
 
-One dialogue per line, utterances separated by ``__eou__`` (each utterance, the last one
-included, is followed by ``__eou__``). The text is tokenised (``"Say , Jim , how about going
-for a few beers after dinner ?"``); ``normalize=True`` turns it into natural text.
+One dialogue per line (a line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``, as old Mac OS
+files have it), utterances separated by ``__eou__`` (each utterance, the last one included, is
+followed by ``__eou__``). The text is tokenised (``"Say , Jim , how about going for a few beers
+after dinner ?"``); ``normalize=True`` turns it into natural text.
 
 Speakers: DailyDialog has two speakers who strictly alternate; the first is ``<sp1>``.
 
@@ -16,6 +17,7 @@ import functools
 import io
 import logging
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -23,7 +25,14 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text, where
+from .base import (
+    DataFormatError,
+    cached_dialogues,
+    check_split,
+    decode_text,
+    read_text,
+    split_lines,
+)
 from .download import download_dataset, pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -78,7 +87,8 @@ def load_daily_dialog(
         FileNotFoundError: no file for ``split`` under ``data_dir`` (the message lists the paths
             that were tried).
         DataFormatError: bytes that are not UTF-8 (the message names the file and line), or a
-            broken ``.zip`` archive.
+            broken ``.zip`` archive or member (bad CRC, corrupt or unsupported compression, an
+            encrypted member: the message names the archive and the member).
     """
     check_split(split)
     cache_dir = pop_cache_dir(options, "load_daily_dialog")
@@ -100,8 +110,8 @@ def _find_split(root: Path, split: str) -> tuple[Path, Callable[[], tuple[str, I
     """Find the split in one of the accepted layouts without reading it.
 
     Returns the file that holds it (the text file or the archive) and a function that reads
-    it, returning (where it is, its lines as ``text.split("\\n")`` gives them). A text file is
-    streamed, an archive member read whole.
+    it, returning (where it is, its lines as :func:`~gpt2chat.data.base.split_lines` gives
+    them). A text file is streamed, an archive member read whole.
     """
     name = f"dialogues_{split}.txt"
     tried: list[str] = []
@@ -140,9 +150,10 @@ def _read_file(path: Path) -> tuple[str, Iterator[str]]:
 
 
 def _file_lines(path: Path) -> Iterator[str]:
-    """``read_text(path).split("\\n")``, streamed (one line in memory at a time)."""
+    """``split_lines(read_text(path))``, streamed (one line in memory at a time): ``\\r\\n``
+    and a lone ``\\r`` end a line as ``\\n`` does (Python's universal newlines)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="\n") as f:
+        with open(path, encoding="utf-8-sig", newline=None) as f:
             last = "\n"
             for line in f:
                 last = line
@@ -150,19 +161,19 @@ def _file_lines(path: Path) -> Iterator[str]:
         if last.endswith("\n"):
             yield ""  # what follows the final newline
     except UnicodeDecodeError:
-        read_text(path)  # raises the DataFormatError that names the line
+        read_text(path, lone_cr=True)  # raises the DataFormatError that names the line
         raise
 
 
 def _read_split_zip(archive: Path, name: str) -> tuple[str, list[str]]:
     with _open_zip(archive, str(archive)) as zf:
         label, text = _read_member(zf, str(archive), name)
-    return label, text.split("\n")
+    return label, split_lines(text)
 
 
 def _read_release_zip(release: Path, split: str) -> tuple[str, list[str]]:
     label, text = _read_release_zip_text(release, split)
-    return label, text.split("\n")
+    return label, split_lines(text)
 
 
 def _read_release_zip_text(release: Path, split: str) -> tuple[str, str]:
@@ -180,7 +191,7 @@ def _read_release_zip_text(release: Path, split: str) -> tuple[str, str]:
                 f"release {ARCHIVE_DIR}.zip). Point `data_dir` at the dataset's files."
             )
         label = f"{release}/{inner_name}"
-        with _open_zip(io.BytesIO(outer.read(inner_name)), label) as inner:
+        with _open_zip(io.BytesIO(_read_bytes(outer, str(release), inner_name)), label) as inner:
             return _read_member(inner, label, name)
 
 
@@ -189,14 +200,56 @@ def _find_member(members: list[str], name: str) -> str | None:
     return min(matches, key=len) if matches else None
 
 
+#: What reading a damaged archive raises besides ``BadZipFile`` (a bad CRC, a bad header):
+#: ``zlib.error`` (corrupt deflate data), ``RuntimeError`` (an encrypted member),
+#: ``NotImplementedError`` (an unknown compression method), ``EOFError`` (a truncated member),
+#: ``OSError``/``ValueError``/``lzma.LZMAError`` (corrupt bzip2 or LZMA data, bad offsets).
+_ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    RuntimeError,
+    NotImplementedError,
+    EOFError,
+    OSError,
+    ValueError,
+)
+try:
+    import lzma
+
+    _ZIP_ERRORS += (lzma.LZMAError,)
+except ImportError:  # Python built without lzma: zipfile cannot read LZMA members either
+    pass
+
+
 def _open_zip(source: Path | io.BytesIO, label: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(source)
-    except zipfile.BadZipFile as err:
+    except _ZIP_ERRORS as err:
         raise DataFormatError(
-            f"{label}: not a readable .zip archive ({err}). Download the archive again or "
-            "extract it and point `data_dir` at the extracted folder."
+            f"{label}: not a readable .zip archive ({_reason(err)}). Download the archive again "
+            "or extract it and point `data_dir` at the extracted folder."
         ) from None
+
+
+def _read_bytes(zf: zipfile.ZipFile, label: str, member: str) -> bytes:
+    """``zf.read(member)``; a damaged member is a :class:`DataFormatError` naming the archive
+    ``label`` and the member, never ``BadZipFile``, ``zlib.error``, ``RuntimeError``..."""
+    try:
+        return zf.read(member)
+    except _ZIP_ERRORS as err:
+        raise DataFormatError(
+            f"{label}: cannot read the member {member} of the .zip archive ({_reason(err)}). "
+            "Download the archive again or extract it and point `data_dir` at the extracted "
+            "folder."
+        ) from None
+
+
+def _reason(err: BaseException) -> str:
+    """``err`` for an error message: its type and first line."""
+    kind = type(err)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    text = " ".join(str(err).split())
+    return f"{name}: {text}" if text else name
 
 
 def _read_member(zf: zipfile.ZipFile, label: str, name: str) -> tuple[str, str]:
@@ -207,19 +260,7 @@ def _read_member(zf: zipfile.ZipFile, label: str, name: str) -> tuple[str, str]:
             f"<split>/{name}; point `data_dir` at the dataset's files."
         )
     member_label = f"{label}/{member}"
-    return member_label, _decode(zf.read(member), member_label)
-
-
-def _decode(raw: bytes, label: str) -> str:
-    """Like :func:`~gpt2chat.data.base.read_text`, for bytes read from an archive member."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"{where(label, line)}: bytes that are not valid UTF-8 "
-            f"({raw[err.start : err.end]!r}). Re-encode the file as UTF-8."
-        ) from None
+    return member_label, decode_text(_read_bytes(zf, label, member), member_label, lone_cr=True)
 
 
 def _parse(

@@ -13,8 +13,12 @@ The files are read with the :mod:`csv` module, which accepts both distributions:
 In ParlAI's unquoted files, a field that starts with ``"`` makes any CSV reader (the Hugging Face
 script's included) swallow the following lines into that field, up to the next ``"``; the
 Hugging Face export kept these merged fields. The original format never has a real comma in a
-field, so such a field is split back into its lines and fields (only the stray ``"`` is lost);
-the recovered rows are counted and logged.
+field, so such a row is split back into its lines and fields (only the stray ``"`` is lost) when
+that is provably what happened: no other field of the row holds a comma, and every line of the
+row, split at its commas, is a whole row (the header's number of fields or more, a conversation
+id, an integer ``utterance_idx``). The recovered rows are counted and logged. Any other field
+that spans lines or holds a comma is valid quoted CSV and is kept as it is (its line ends are
+whitespace, normalised as any other).
 
 Speakers: rows are ordered by ``utterance_idx``; consecutive rows by the same ``speaker_idx``
 are merged into one utterance (joined with a space), so the two speakers alternate. The one who
@@ -31,7 +35,7 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text, where
+from .base import DataFormatError, cached_dialogues, check_split, read_text, split_lines, where
 from .download import download_dataset, pop_cache_dir
 from .normalize import normalize_text
 
@@ -151,8 +155,42 @@ def _rows(path: Path):
                 "be EmpatheticDialogues' comma-separated format."
             ) from None
         except UnicodeDecodeError:
-            read_text(path)  # raises the DataFormatError that names the line
+            read_text(path, lone_cr=True)  # raises the DataFormatError that names the line
             raise
+
+
+def _swallowed_rows(
+    fields: list[str], line: int, whole: int, index: dict[str, int]
+) -> list[tuple[int, list[str]]] | None:
+    """The ``(line, fields)`` rows that a stray ``"`` in ParlAI's unquoted format made the CSV
+    reader merge into this one, or ``None`` when the row is not provably that case (valid
+    quoted CSV, whose text is kept as it is).
+
+    Provably that case: a field spans lines, no field that does not holds a comma (the
+    original format writes ``_comma_``), and every line of the row, split at its commas, is a
+    whole row: at least ``whole`` fields, a conversation id, an integer ``utterance_idx``.
+    """
+    multiline = ["\n" in f or "\r" in f for f in fields]
+    if not any(multiline):
+        return None
+    if any("," in f for f, spans in zip(fields, multiline) if not spans):
+        return None
+    rows = []
+    for k, text in enumerate(split_lines(",".join(fields))):
+        if not text.strip():
+            continue  # a blank line, swallowed
+        row = text.split(",")
+        if len(row) < whole or not _is_index(row[index["utterance_idx"]]):
+            return None
+        if not row[index["conv_id"]].strip():
+            return None
+        rows.append((line + k, row))
+    return rows if len(rows) > 1 else None
+
+
+def _is_index(text: str) -> bool:
+    text = text.strip()
+    return text.isascii() and text.isdigit()
 
 
 def _read_conversations(
@@ -174,6 +212,7 @@ def _read_conversations(
         )
     index = {c: columns.index(c) for c in REQUIRED_COLUMNS}
     width = max(index.values()) + 1
+    whole = max(width, len(columns))  # the fields of a whole row
 
     conversations: dict[str, list[tuple[int, str, str, str, str]]] = {}
     problems: dict[str, list[int]] = {}
@@ -181,12 +220,12 @@ def _read_conversations(
     for line, fields in rows:
         if not any(f.strip() for f in fields):
             continue  # a blank line
-        if any("\n" in f or "\r" in f for f in fields):
+        pieces = _swallowed_rows(fields, line, whole, index)
+        if pieces is not None:
             # A stray '"' made the csv module swallow several original lines into one field.
-            pieces = [p.split(",") for p in ",".join(fields).splitlines() if p.strip()]
             recovered += len(pieces) - 1
             recovered_at.append(line)
-            todo = [(line + k, p) for k, p in enumerate(pieces)]
+            todo = pieces
         else:
             todo = [(line, fields)]
         for row_line, row in todo:

@@ -4,7 +4,8 @@ Two formats are read:
 
 - ParlAI's text files ``<split>_self_original_no_cands.txt`` (preferred) or
   ``<split>_self_original.txt`` (split names ``train``, ``valid``, ``test``). Every line starts
-  with its number inside the dialogue, and number 1 starts a new dialogue::
+  with its number inside the dialogue, and number 1 starts a new dialogue (a line ends at
+  ``\\n``, ``\\r\\n`` or a lone ``\\r``)::
 
       1 your persona: i like to ski.
       2 your persona: ...
@@ -35,7 +36,15 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, describe, has_surrogate, read_text
+from .base import (
+    DataFormatError,
+    cached_dialogues,
+    check_split,
+    describe,
+    has_surrogate,
+    read_text,
+    split_lines,
+)
 from .download import download_dataset, pop_cache_dir
 from .json_input import parse_json
 
@@ -201,8 +210,8 @@ def _read_txt(path: Path, skipped: Counter) -> list[dict[str, Any]]:
         if persona or turns:
             records.append({"utterances": _dialogue(turns, counts), "persona": list(persona)})
 
-    for lineno, line in enumerate(read_text(path).split("\n"), 1):
-        line = line.rstrip("\r")
+    # A line ends at "\n", "\r\n" or a lone "\r" (old Mac OS files); line numbers count them all.
+    for lineno, line in enumerate(split_lines(read_text(path, lone_cr=True)), 1):
         if not line.strip():
             continue
         number, _, rest = line.partition(" ")

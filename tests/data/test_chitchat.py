@@ -174,3 +174,60 @@ def test_streamed_json_matches_json_loads(tmp_path, chunk_size):
     path.write_text('{"a": 1 "b": 2}')
     with pytest.raises(ValueError):
         list(_json_object_items(path, chunk_size))
+
+
+TWO = {"c1": {"messages": [[msg("a", "hi")], [msg("b", "yo")]]}}
+
+
+@pytest.mark.parametrize(
+    ("after", "line"),
+    [
+        (' {"extra": "garbage" ] trailing', 1),
+        (json.dumps(TWO), 1),  # a second object
+        ("\n\n  x", 3),
+        ("\n,", 2),
+        ("\x00", 1),
+    ],
+)
+def test_anything_but_whitespace_after_the_object_is_an_error(tmp_path, after, line):
+    d = write_fixture(tmp_path / "cc", TWO)
+    path = d / "dataset.json"
+    path.write_text(json.dumps(TWO) + after, encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"dataset\.json, line {line}: invalid JSON \(Extra"):
+        load_all(d)
+    path.write_text("{}" + after, encoding="utf-8")  # after an empty object too
+    with pytest.raises(DataFormatError, match=rf"dataset\.json, line {line}: invalid JSON \(Extra"):
+        load_all(d)
+
+
+def test_whitespace_after_the_object_is_fine(tmp_path):
+    d = write_fixture(tmp_path / "cc", TWO)
+    (d / "dataset.json").write_text(json.dumps(TWO) + " \r\n\t\n", encoding="utf-8")
+    assert load_all(d)["utterances"] == [["hi", "yo"]]
+
+
+def test_a_duplicate_conversation_id_is_an_error(tmp_path):
+    """json.loads would keep only the last conversation of the id: an error naming it."""
+    other = {"messages": [[msg("a", "other")], [msg("b", "text")]]}
+    d = write_fixture(tmp_path / "cc", TWO)
+    items = [("c1", TWO["c1"]), ("c2", other), ("c1", other)]
+    text = ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in items)
+    (d / "dataset.json").write_text("{\n" + text + "\n}", encoding="utf-8")
+    with pytest.raises(
+        DataFormatError,
+        match=r"dataset\.json, line 4: the conversation id 'c1' appears twice \(first at line 2\)",
+    ):
+        load_all(d)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1 << 20])
+def test_streamed_json_rejects_trailing_data_and_counts_lines(tmp_path, chunk_size):
+    from gpt2chat.data.chitchat import _json_object_items
+
+    path = tmp_path / "d.json"
+    path.write_text('{"a": 1}\r\n \n{"b": 2}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"d\.json, line 3: more than one JSON value"):
+        list(_json_object_items(path, chunk_size))
+    path.write_text('{"a": 1,\r\n"b": [\n2],\n\n"a": 3}', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"line 5: the conversation id 'a' .*at line 1\)"):
+        list(_json_object_items(path, chunk_size))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import zipfile
 
 import pytest
@@ -309,3 +310,123 @@ def test_a_root_folder_finds_the_dataset_sub_folder_as_releases_spell_it(tmp_pat
     both = load_dialogues(["daily_dialog", "persona_chat"], "validation", data_dir=tmp_path)
     assert sorted(set(both["source"])) == ["daily_dialog", "persona_chat"]
     assert len(both) == 2
+
+
+# --- line ends: "\r\n", "\n" and a lone "\r" (old Mac OS) all end a line ------------------------
+
+CR_TEXT = "Hi __eou__ Hello __eou__\rHow are you __eou__ Fine __eou__\r"
+CR_EXPECTED = [["Hi", "Hello"], ["How are you", "Fine"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CR_TEXT,
+        CR_TEXT.replace("\r", "\r\n"),
+        CR_TEXT.replace("\r", "\n"),
+        "Hi __eou__ Hello __eou__\r\nHow are you __eou__ Fine __eou__",  # no final line end
+        "Hi __eou__ Hello __eou__\r\rHow are you __eou__ Fine __eou__\n",  # a blank line
+    ],
+)
+def test_cr_only_and_mixed_line_ends(tmp_path, text):
+    path = tmp_path / "dialogues_train.txt"
+    path.write_bytes(text.encode())
+    assert load_daily_dialog("train", path, normalize=False)["utterances"] == CR_EXPECTED
+    (tmp_path / "train.zip").write_bytes(split_zip_bytes("train", text))
+    path.unlink()
+    assert load_daily_dialog("train", tmp_path, normalize=False)["utterances"] == CR_EXPECTED
+
+
+def test_cr_only_line_numbers_in_warnings_and_errors(tmp_path, caplog):
+    path = tmp_path / "dialogues_train.txt"
+    path.write_bytes(b"Hi __eou__ Hello __eou__\rno marker\r\nA __eou__ B __eou__\rjunk\r")
+    with caplog.at_level(logging.WARNING, logger="gpt2chat.data"):
+        ds = load_daily_dialog("train", path, normalize=False)
+    assert ds["utterances"] == [["Hi", "Hello"], ["A", "B"]]
+    assert "skipped 2 line(s) without '__eou__' (not DailyDialog dialogues): line(s) 2, 4" in (
+        caplog.text
+    )
+    bad = b"Hi __eou__ Hello __eou__\rA __eou__ B __eou__\r\nCaf\xe9 __eou__ x __eou__\r"
+    path.write_bytes(bad)
+    with pytest.raises(DataFormatError, match=r"dialogues_train\.txt, line 3: bytes that are not"):
+        load_daily_dialog("train", path)
+    path.unlink()
+    (tmp_path / "train.zip").write_bytes(split_zip_bytes("train", bad))
+    with pytest.raises(DataFormatError, match=r"train\.zip/train/dialogues_train\.txt, line 3: "):
+        load_daily_dialog("train", tmp_path)
+
+
+# --- a damaged archive member: a DataFormatError naming the archive and the member ---------------
+
+MEMBER = "train/dialogues_train.txt"
+
+
+def _one_member_zip(text, compression=zipfile.ZIP_STORED):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as zf:
+        zf.writestr(MEMBER, text)
+    return bytearray(buffer.getvalue())
+
+
+def _bad_crc():
+    raw = _one_member_zip("Hi __eou__ Hello __eou__\n" * 10)
+    raw[raw.find(b"Hi __eou__")] = ord("X")
+    return raw, "zipfile.BadZipFile: Bad CRC-32"
+
+
+def _corrupt_deflate():
+    raw = _one_member_zip("Hi __eou__ Hello __eou__\n" * 100, zipfile.ZIP_DEFLATED)
+    start = 30 + len(MEMBER)  # the local header, then the compressed data
+    for k in range(start + 2, start + 20):
+        raw[k] ^= 0xFF
+    return raw, "zlib.error: Error -3"
+
+
+def _encrypted():
+    raw = _one_member_zip("Hi __eou__ Hello __eou__\n")
+    raw[6] |= 1  # the "encrypted" flag, in the local and the central header
+    raw[raw.find(b"PK\x01\x02") + 8] |= 1
+    return raw, "RuntimeError: File .* is encrypted"
+
+
+def _unknown_method():
+    raw = _one_member_zip("Hi __eou__ Hello __eou__\n")
+    raw[8] = 99  # the compression method, in the local and the central header
+    raw[raw.find(b"PK\x01\x02") + 10] = 99
+    return raw, "NotImplementedError: That compression method is not supported"
+
+
+@pytest.mark.parametrize("damage", [_bad_crc, _corrupt_deflate, _encrypted, _unknown_method])
+def test_damaged_zip_member_names_archive_and_member(tmp_path, damage):
+    raw, reason = damage()
+    (tmp_path / "train.zip").write_bytes(raw)
+    with pytest.raises(DataFormatError) as err:
+        load_daily_dialog("train", tmp_path)
+    assert type(err.value) is DataFormatError
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'train.zip'}: cannot read the member {MEMBER} ")
+    assert re.search(reason, message), message
+    # The same member inside the release archive (the split archive is one of its members).
+    release = tmp_path / "release" / "ijcnlp_dailydialog.zip"
+    release.parent.mkdir()
+    with zipfile.ZipFile(release, "w") as zf:
+        zf.writestr("ijcnlp_dailydialog/train.zip", bytes(raw))
+    label = re.escape(f"{release}/ijcnlp_dailydialog/train.zip")
+    with pytest.raises(DataFormatError, match=rf"^{label}: cannot read the member {MEMBER} "):
+        load_daily_dialog("train", release.parent)
+
+
+def test_damaged_split_archive_inside_the_release(tmp_path):
+    release = tmp_path / "ijcnlp_dailydialog.zip"
+    inner = split_zip_bytes("train", TRAIN)
+    with zipfile.ZipFile(release, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("ijcnlp_dailydialog/train.zip", inner)
+    raw = bytearray(release.read_bytes())
+    raw[raw.find(inner) + len(inner) // 2] ^= 0xFF  # the outer CRC no longer matches
+    release.write_bytes(raw)
+    with pytest.raises(
+        DataFormatError,
+        match=r"ijcnlp_dailydialog\.zip: cannot read the member ijcnlp_dailydialog/train\.zip "
+        r"of the \.zip archive \(zipfile\.BadZipFile: Bad CRC-32",
+    ):
+        load_daily_dialog("train", tmp_path)

@@ -221,3 +221,64 @@ def test_unknown_split(tmp_path):
     write(tmp_path / "valid.csv", ORIGINAL)
     with pytest.raises(ValueError, match=r"Unknown split 'valid'"):
         load_dialogues("empathetic_dialogues", "valid", tmp_path)
+
+
+# --- valid quoted CSV: a comma or a line end inside a quoted field is text, kept as it is ------
+
+
+def test_quoted_fields_with_commas_and_line_ends_are_kept(tmp_path, caplog):
+    text = (
+        f"{HEADER}\n"
+        "c1,1,sad,p,0,Hi,,\n"
+        'c1,2,sad,"a, b",1,"Well, I think\nso too",,\n'
+        'c2,1,sad,p,0,"multi\nline reply",,\n'
+        'c2,2,sad,p,1,"Hello, world",,\n'
+        'c2,3,sad,p,0,"one\r\nc2,4,sad,p,1,looks like a row,,\rtwo",,\n'
+    )
+    (tmp_path / "train.csv").write_text(text, encoding="utf-8", newline="")
+    with caplog.at_level(logging.INFO, logger="gpt2chat.data"):
+        ds = load_empathetic_dialogues("train", tmp_path, normalize=False)
+    assert ds["utterances"] == [
+        ["Hi", "Well, I think so too"],
+        ["multi line reply", "Hello, world", "one c2,4,sad,p,1,looks like a row,, two"],
+    ]
+    assert ds["prompt"] == ["p", "p"]
+    assert "recovered" not in caplog.text
+
+
+def test_a_quoted_field_is_split_only_when_its_lines_are_whole_rows(tmp_path):
+    # The second line of the field is a whole row, the third is not: kept as one field.
+    text = (
+        f'{HEADER}\nc1,1,sad,p,0,"First,,\nc1,2,sad,p,1,Second,,\nthird",,\nc1,3,sad,p,1,Fourth,,\n'
+    )
+    (tmp_path / "train.csv").write_text(text, encoding="utf-8")
+    ds = load_empathetic_dialogues("train", tmp_path, normalize=False)
+    assert ds["utterances"] == [["First,, c1,2,sad,p,1,Second,, third", "Fourth"]]
+
+
+def test_parlai_file_with_a_stray_quote_is_recovered(tmp_path, caplog):
+    """ParlAI's unquoted file itself (no export): the csv module swallows the lines that follow
+    a field starting with '"'; they are whole rows, split back."""
+    lines = [
+        HEADER,
+        'hit:2_conv:4,1,joyful,My grandpa is coming to visit!,7,"My grandpa is coming!,5|5|5,',
+        "hit:2_conv:4,2,joyful,My grandpa is coming to visit!,8,That sounds fun!,5|5|5,,a|b",
+        'hit:2_conv:4,3,joyful,My grandpa is coming to visit!,7,He is great,5|5|5,,x|"y|z',
+        "hit:2_conv:4,4,joyful,My grandpa is coming to visit!,8,Enjoy!,5|5|5,",
+    ]
+    for newline in ("\n", "\r\n", "\r"):
+        write(tmp_path / "train.csv", lines, newline)
+        with caplog.at_level(logging.INFO, logger="gpt2chat.data"):
+            ds = load_empathetic_dialogues("train", tmp_path)
+        assert ds["utterances"] == [
+            ["My grandpa is coming!", "That sounds fun!", "He is great", "Enjoy!"]
+        ]
+        assert "2 row(s) recovered" in caplog.text
+        caplog.clear()
+
+
+def test_cr_only_line_numbers(tmp_path):
+    text = "\r".join(ORIGINAL[:3]).encode() + b"\rhit:9_conv:9,1,sad,x,1,caf\xe9,,\r"
+    (tmp_path / "train.csv").write_bytes(text)
+    with pytest.raises(DataFormatError, match=r"train\.csv, line 4: bytes"):
+        load_empathetic_dialogues("train", tmp_path)

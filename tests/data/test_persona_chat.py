@@ -262,3 +262,26 @@ def test_real_validation_file():
         "Hello what are doing today?",
         "I am good, I just got off work and tired, I have two jobs.",
     ]
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n", "\n"])
+def test_cr_only_and_crlf_line_ends(tmp_path, end):
+    """Old Mac OS files end their lines with a lone "\\r": the same dialogues as with "\\n"."""
+    path = tmp_path / "train_self_original_no_cands.txt"
+    path.write_bytes((end.join(NO_CANDS) + end).encode())
+    ds = load_persona_chat("train", tmp_path)
+    assert ds["utterances"] == EXPECTED_NO_CANDS
+    assert ds["persona"] == PERSONAS
+
+
+def test_cr_only_line_numbers_in_warnings_and_errors(tmp_path, caplog):
+    path = tmp_path / "train_self_original_no_cands.txt"
+    lines = [*NO_CANDS[:3], "4 a turn without a tab", *NO_CANDS[3:]]
+    path.write_bytes(("\r".join(lines) + "\r").encode())
+    with caplog.at_level(logging.WARNING, logger="gpt2chat.data"):
+        ds = load_persona_chat("train", tmp_path)
+    assert ds["utterances"] == EXPECTED_NO_CANDS
+    assert "skipped 1 line(s) that are not in Persona-Chat's format: line 4" in caplog.text
+    path.write_bytes("\r".join(NO_CANDS[:2]).encode() + b"\r\n3 caf\xe9\tok\r")
+    with pytest.raises(DataFormatError, match=r"train_self_original_no_cands\.txt, line 3: bytes"):
+        load_persona_chat("train", tmp_path)
