@@ -21,10 +21,12 @@ Environment variables:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import json
 import logging
+import lzma
 import os
 import shutil
 import tarfile
@@ -33,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,6 +337,19 @@ def _verify(archive: Path, spec: DownloadSpec, url: str) -> None:
         )
 
 
+#: What a damaged archive raises while it is read (a full disk, an OSError, is not one of them).
+_BAD_ARCHIVE = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+    EOFError,
+    RuntimeError,  # an encrypted zip member
+    NotImplementedError,  # an unknown zip compression method
+)
+
+
 def _extract(archive: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:
@@ -354,9 +370,9 @@ def _extract(archive: Path, dest: Path) -> None:
         else:
             raise ValueError(f"{archive}: unknown archive type (expected .zip, .tar.gz or .tgz)")
         os.replace(tmp, dest)
-    except (zipfile.BadZipFile, tarfile.TarError) as err:
+    except _BAD_ARCHIVE as err:
         raise ValueError(
-            f"{archive} is not a valid archive ({err}); it was deleted, the next call downloads "
+            f"{archive} is not a valid archive ({type(err).__name__}: {err}); it was deleted, the next call downloads "
             "it again."
         ) from err
     finally:

@@ -352,5 +352,13 @@ def test_bad_layout_is_not_cached(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="not a valid archive"):
             download_dataset("blended_skill_talk", cache_dir=tmp_path / "cache")
         assert not (folder / spec.filename).exists()
+        # A gzip stream cut short or corrupted inside: still "not a valid archive"
+        tar_gz(served / "blended_skill_talk.tar.gz", {"train.json": b"[]" + bytes(range(256)) * 64})
+        whole = (served / "blended_skill_talk.tar.gz").read_bytes()
+        for damaged in (whole[: len(whole) // 2], whole[:20] + b"\xff" * 40 + whole[60:]):
+            (served / "blended_skill_talk.tar.gz").write_bytes(damaged)
+            with pytest.raises(ValueError, match="not a valid archive"):
+                download_dataset("blended_skill_talk", cache_dir=tmp_path / "cache")
+            assert not (folder / spec.filename).exists()
     finally:
         server.stop()
