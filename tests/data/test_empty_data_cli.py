@@ -11,6 +11,16 @@ from gpt2chat.cli import main
 from ..fixtures import tokenizer_dir
 
 
+def prepare(data_dir, out, *extra: str) -> int:
+    """``gpt2chat prepare`` with the suite's tokenizer (``--datasets jsonl`` unless ``extra``
+    names other datasets)."""
+    datasets = [] if "--datasets" in extra else ["--datasets", "jsonl"]
+    return main(
+        ["prepare", "--tokenizer_name_or_path", str(tokenizer_dir()), *datasets,
+         "--data_dir", str(data_dir), "--output_dir", str(out), *extra]
+    )  # fmt: skip
+
+
 def error_lines(err: str, command: str) -> list[str]:
     assert "Traceback" not in err, err
     return [line for line in err.splitlines() if line.startswith(f"gpt2chat {command}: error:")]
@@ -33,15 +43,7 @@ def test_prepare_on_data_without_dialogues(tmp_path, capsys, content, message):
 
     path = tmp_path / "chats.jsonl"
     path.write_text(content)
-    code = main(
-        [
-            "prepare",
-            "--tokenizer_name_or_path", str(tokenizer_dir()),
-            "--datasets", "jsonl",
-            "--data_dir", str(path),
-            "--output_dir", str(tmp_path / "out"),
-        ]
-    )  # fmt: skip
+    code = prepare(str(path), str(tmp_path / "out"))
     assert code == 1
     (line,) = error_lines(capsys.readouterr().err, "prepare")
     assert re.search(message.format(path=re.escape(str(path))), line), line
@@ -51,15 +53,7 @@ def test_prepare_on_data_without_dialogues(tmp_path, capsys, content, message):
 def test_prepare_on_a_folder_with_an_empty_split_file(tmp_path, capsys):
     (tmp_path / "train.jsonl").write_text('{"utterances": ["Hi.", "Hello."]}\n')
     (tmp_path / "validation.jsonl").write_text("\n")
-    code = main(
-        [
-            "prepare",
-            "--tokenizer_name_or_path", str(tokenizer_dir()),
-            "--datasets", "jsonl",
-            "--data_dir", str(tmp_path),
-            "--output_dir", str(tmp_path / "out"),
-        ]
-    )  # fmt: skip
+    code = prepare(str(tmp_path), str(tmp_path / "out"))
     assert code == 1
     (line,) = error_lines(capsys.readouterr().err, "prepare")
     assert f"no dialogues in {tmp_path / 'validation.jsonl'}" in line
@@ -68,16 +62,9 @@ def test_prepare_on_a_folder_with_an_empty_split_file(tmp_path, capsys):
 def test_prepare_daily_dialog_without_eou(tmp_path, capsys):
     path = tmp_path / "dialogues_train.txt"
     path.write_text("no end of utterance marks here\n")
-    code = main(
-        [
-            "prepare",
-            "--tokenizer_name_or_path", str(tokenizer_dir()),
-            "--datasets", "daily_dialog",
-            "--data_dir", str(path),
-            "--splits", "train",
-            "--output_dir", str(tmp_path / "out"),
-        ]
-    )  # fmt: skip
+    code = prepare(
+        str(path), str(tmp_path / "out"), "--datasets", "daily_dialog", "--splits", "train"
+    )
     assert code == 1
     (line,) = error_lines(capsys.readouterr().err, "prepare")
     assert f"no dialogues in {path} (skipped: 1 lines without '__eou__'" in line
@@ -118,15 +105,7 @@ def test_train_and_eval_on_an_empty_file(tmp_path, capsys, tiny_model_dir):
 def test_prepare_when_the_held_out_part_leaves_no_train_dialogue(tmp_path, capsys):
     path = tmp_path / "one.jsonl"
     path.write_text('{"utterances": ["Hi.", "Hello."]}\n')
-    code = main(
-        [
-            "prepare",
-            "--tokenizer_name_or_path", str(tokenizer_dir()),
-            "--datasets", "jsonl",
-            "--data_dir", str(path),
-            "--output_dir", str(tmp_path / "out"),
-        ]
-    )  # fmt: skip
+    code = prepare(str(path), str(tmp_path / "out"))
     assert code == 1
     (line,) = error_lines(capsys.readouterr().err, "prepare")
     assert f"train: no dialogues in {path}: with train_frac=0.95, the train part" in line
