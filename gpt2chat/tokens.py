@@ -240,6 +240,12 @@ def build_chat_template(tokenizer: PreTrainedTokenizerBase, tokens: SpeakerToken
     turn ends with ``<eos>``, exactly as a training example does. Special-token strings inside
     message text are defused (a WORD JOINER after their first character) exactly as the
     renderer does, so user text never becomes a special token.
+
+    That final assistant turn's text and its ``<eos>`` sit inside ``{% generation %}``: what a
+    training example supervises, so ``apply_chat_template(..., return_assistant_tokens_mask=
+    True)`` marks exactly the tokens whose labels are learned, and TRL's
+    ``assistant_only_loss`` trains on them. Earlier assistant turns are context, as in training
+    (one example per reply).
     """
     from .render import special_strings
 
@@ -265,12 +271,17 @@ def build_chat_template(tokenizer: PreTrainedTokenizerBase, tokens: SpeakerToken
         "{{- raise_exception('gpt2chat chat template: roles must be user or assistant (and an "
         "optional first system message), got ' + message['role']) -}}"
         "{%- endif -%}"
+        "{%- if loop.last and message['role'] == 'assistant' and not add_generation_prompt -%}"
+        "{%- generation -%}"
         f"{{{{- (message['content'] | trim){defuse} -}}}}"
+        f"{{{{- {lit(tokens.eos_token)} -}}}}"
+        "{%- endgeneration -%}"
+        "{%- else -%}"
+        f"{{{{- (message['content'] | trim){defuse} -}}}}"
+        "{%- endif -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}"
         f"{{{{- {lit(tokens.sp2_token)} -}}}}"
-        "{%- elif messages[ns.start:] and messages[-1]['role'] == 'assistant' -%}"
-        f"{{{{- {lit(tokens.eos_token)} -}}}}"
         "{%- endif -%}"
     )
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -168,3 +170,79 @@ def test_llama_style_tokenizer():
     special = {tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<sp2>")}
     user_part = ids[ids.index(tokens.sp1_token_id) + 1 : ids.index(tokens.sp2_token_id)]
     assert not special & set(user_part)
+
+
+def _windows(utterances, max_turns, persona=None):
+    """The messages of each training example of one dialogue (replies by <sp2>), in order."""
+    for r in range(1, len(utterances), 2):
+        start = max(0, r - max_turns + 1)
+        roles = ["assistant" if (i - r) % 2 == 0 else "user" for i in range(start, r + 1)]
+        messages = [{"role": ro, "content": u} for ro, u in zip(roles, utterances[start : r + 1])]
+        yield ([{"role": "system", "content": " ".join(persona)}] if persona else []) + messages
+
+
+@pytest.mark.parametrize("with_persona", [False, True])
+def test_the_template_marks_exactly_what_training_supervises(
+    chat_tokenizer, data_dir, with_persona
+):
+    """apply_chat_template(..., return_assistant_tokens_mask=True) on each training example's
+    messages marks the tokens prepare_dataset supervises: the reply and its <eos>."""
+    import datasets
+
+    from gpt2chat import load_dialogues, prepare_dataset
+
+    dialogues = load_dialogues("daily_dialog", "validation", data_dir=data_dir).select(range(25))
+    if with_persona:
+        persona = [["i like tea.", "i have a <sp2> cat."]] * len(dialogues)
+        dialogues = datasets.Dataset.from_dict(
+            {"utterances": dialogues["utterances"], "persona": persona}
+        )
+    features = prepare_dataset(
+        dialogues, chat_tokenizer, max_turns=3, max_len=1024, with_persona=with_persona
+    )
+    examples = iter(features)
+    compared = 0
+    for row in dialogues:
+        for messages in _windows(row["utterances"], 3, row.get("persona")):
+            example = next(examples)
+            out = chat_tokenizer.apply_chat_template(
+                messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+            )
+            assert out["input_ids"] == example["input_ids"]
+            assert out["assistant_masks"] == [int(x != -100) for x in example["labels"]]
+            compared += 1
+    assert compared == len(features) > 50
+
+
+def test_trl_assistant_only_loss_learns_what_we_learn(chat_tokenizer, data_dir, tmp_path):
+    """TRL's SFTTrainer(assistant_only_loss=True) on our template supervises exactly the tokens
+    prepare_dataset supervises, and trains."""
+    trl = pytest.importorskip("trl")
+    import datasets
+
+    from gpt2chat import load_dialogues, prepare_dataset
+
+    from .conftest import tiny_gpt2
+
+    dialogues = load_dialogues("daily_dialog", "validation", data_dir=data_dir).select(range(6))
+    features = prepare_dataset(dialogues, chat_tokenizer, max_turns=3, max_len=1024)
+    messages = [m for row in dialogues for m in _windows(row["utterances"], 3)]
+    model = tiny_gpt2(vocab_size=len(chat_tokenizer))
+    config = trl.SFTConfig(
+        output_dir=str(tmp_path), assistant_only_loss=True, max_steps=2,
+        per_device_train_batch_size=4, report_to="none", use_cpu=True, max_length=1024,
+        logging_steps=1, save_strategy="no", dataset_num_proc=None, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=datasets.Dataset.from_dict({"messages": messages}),
+        processing_class=chat_tokenizer,
+    )
+    assert len(trainer.train_dataset) == len(features)
+    for theirs, ours in zip(trainer.train_dataset, features):
+        assert theirs["input_ids"] == ours["input_ids"]
+        batch = trainer.data_collator([theirs])
+        assert batch["labels"][0].tolist() == ours["labels"]
+    trainer.train()
+    assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)
