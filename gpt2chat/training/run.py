@@ -4,6 +4,7 @@ train (or resume) -> final evaluation -> save (plus a merged model, a Hub push) 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,4 +248,9 @@ def run_training(
     # destroys it while another is still saving can leave that one blocked at exit.
     trainer.accelerator.wait_for_everyone()
     trainer.end()
+    if training_args.world_size > 1:
+        # Gloo's worker threads still release the last collectives' tensors, which needs the GIL,
+        # while the DDP reducer's destructor (when the trainer goes) joins those threads holding
+        # it: a rare hang at exit (pytorch/pytorch#56297). Let them finish first.
+        time.sleep(0.5)
     return summary
