@@ -128,10 +128,15 @@ def prepare_to_disk(model_args, data_args, output_dir, splits) -> list[dict]:
     from dataclasses import asdict as _asdict
     from pathlib import Path
 
-    from .tokens import add_speaker_tokens, load_tokenizer
+    from .tokens import add_speaker_tokens
+    from .training.modeling import load_tokenizer_for
 
     out = Path(output_dir)
-    tokenizer = load_tokenizer(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
+    tokenizer = load_tokenizer_for(
+        model_args.model_name_or_path,
+        tokenizer_name_or_path=model_args.tokenizer_name_or_path,
+        gguf_file=model_args.gguf_file,
+    )
     add_speaker_tokens(
         tokenizer,
         bos_token=model_args.bos_token,

@@ -68,20 +68,6 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _check_local_path(path: Path, name: str) -> None:
-    """Clear errors for local paths (a hub id is ``name`` or ``namespace/name``)."""
-    looks_local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
-    if looks_local and not path.exists():
-        raise FileNotFoundError(f"{name}: no such model folder or file.")
-    if path.is_dir() and not any(
-        (path / f).is_file() for f in ("config.json", "adapter_config.json")
-    ):
-        raise ValueError(
-            f"{name} holds no config.json (nor adapter_config.json): pass a folder saved with "
-            "save_pretrained, a PEFT adapter folder, a .gguf file or a hub id."
-        )
-
-
 def _gguf_parts(name: str) -> tuple[str, str] | None:
     path = Path(name)
     if path.suffix == ".gguf" and path.is_file():

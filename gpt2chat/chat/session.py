@@ -35,7 +35,6 @@ from ..tokens import SpeakerTokens, get_speaker_tokens
 from .decoding import GrowingKVCache, relayout_output_embeddings, sampling_processors
 from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
 from .loading import (
-    _check_local_path,
     _load_adapter,
     _load_model,
     _resolve_device,
@@ -448,11 +447,12 @@ class ChatSession:
             **session_kwargs: passed to :class:`ChatSession` (``max_turns``, ``top_p``, ...).
         """
         from ..tokens import CONFIG_KEY, add_speaker_tokens, load_tokenizer
+        from ..training.modeling import check_model_path
 
         device = _resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         path = Path(path_or_hub_id).expanduser()
-        _check_local_path(path, str(path_or_hub_id))
+        check_model_path(str(path_or_hub_id), arg=None)  # one clear error for a bad local path
         adapter = path.is_dir() and (path / "adapter_config.json").is_file()
         if adapter:
             model, tok_source = _load_adapter(path, torch_dtype, merge_adapter)

@@ -20,20 +20,12 @@ class PrepareArguments:
 def cmd_prepare(argv: list[str]) -> int:
     from ..pipeline import format_stats_table, prepare_to_disk
     from ..training.arguments import DataArguments, ModelArguments
-    from ..training.modeling import load_tokenizer_for
 
     model_args, data_args, prep_args = parse(
         (ModelArguments, DataArguments, PrepareArguments),
         argv,
         "gpt2chat prepare",
         "Load dialogue datasets, render training examples and save them with save_to_disk.",
-    )
-    # A one-line error for a model path that does not exist or holds no model, or a Hub id the
-    # Hub cannot provide, before prepare_to_disk loads the tokenizer itself.
-    load_tokenizer_for(
-        model_args.model_name_or_path,
-        tokenizer_name_or_path=model_args.tokenizer_name_or_path,
-        gguf_file=model_args.gguf_file,
     )
     rows = prepare_to_disk(model_args, data_args, prep_args.output_dir, prep_args.splits.split(","))
     print(format_stats_table(rows))

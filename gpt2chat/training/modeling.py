@@ -88,7 +88,7 @@ def _looks_local(name: str) -> bool:
 def check_model_path(
     name: str,
     *,
-    arg: str = "--model_name_or_path",
+    arg: str | None = "--model_name_or_path",
     gguf_file: str | None = None,
     tokenizer: bool = False,
 ) -> None:
@@ -97,21 +97,23 @@ def check_model_path(
 
     ``FileNotFoundError`` for a path that does not exist; ``ValueError`` for a file that is not
     a ``.gguf`` file and a folder with no ``config.json`` / ``adapter_config.json`` (with
-    ``tokenizer``: nor tokenizer files). A Hub id is left to the Hub.
+    ``tokenizer``: nor tokenizer files). A Hub id is left to the Hub. The messages start with
+    ``arg`` (the command-line flag) and ``name``; ``arg=None``: ``name`` alone (the Python API).
     """
     path = Path(name).expanduser()
     if not _looks_local(name):
         return
+    shown = f"{arg} {name}" if arg else name
     if not path.exists():
         kind = "GGUF file" if path.suffix == ".gguf" else "model folder or file"
-        raise FileNotFoundError(f"{arg} {name}: no such {kind}; {WHAT_TO_PASS}.")
+        raise FileNotFoundError(f"{shown}: no such {kind}; {WHAT_TO_PASS}.")
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ValueError(f"{arg} {name} is a file, not a model folder: {WHAT_TO_PASS}.")
+            raise ValueError(f"{shown} is a file, not a model folder: {WHAT_TO_PASS}.")
         return
     if gguf_file:
         if not (path / gguf_file).is_file():
-            raise FileNotFoundError(f"{arg} {name} holds no {gguf_file} (--gguf_file).")
+            raise FileNotFoundError(f"{shown} holds no {gguf_file} (--gguf_file).")
         return
     wanted = MODEL_FILES + (TOKENIZER_FILES if tokenizer else ())
     if not any((path / f).is_file() for f in wanted):
@@ -120,7 +122,7 @@ def check_model_path(
             if tokenizer
             else "config.json or adapter_config.json"
         )
-        raise ValueError(f"{arg} {name} is not a model folder (no {holds} in it): {WHAT_TO_PASS}.")
+        raise ValueError(f"{shown} is not a model folder (no {holds} in it): {WHAT_TO_PASS}.")
 
 
 def _load_error(arg: str, name: str, err: OSError) -> ValueError:
