@@ -42,7 +42,7 @@ def has_surrogate(text: str) -> bool:
 
 def check_text(text: str, loc: str, what: str) -> str:
     """Return ``text``; raise a :class:`DataFormatError` at ``loc`` if it holds a lone surrogate."""
-    if _SURROGATE.search(text) is not None:
+    if has_surrogate(text):
         raise DataFormatError(
             f"{loc}: {what} holds an unpaired UTF-16 surrogate ({describe(text)}), which is not "
             'valid Unicode text (a JSON escape such as "\\ud800" without its pair). Fix or remove '

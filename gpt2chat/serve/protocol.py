@@ -320,14 +320,8 @@ def _schema_error(err: ValidationError) -> APIError:
     return _bad(f"Invalid '{param}': {message}, got {_shown(first.get('input'))}.", param, code)
 
 
-def _check_messages(messages: list[ChatMessage], settings: ServeSettings):
-    if len(messages) > settings.max_messages:
-        raise _bad(
-            f"Too many messages: {len(messages)} > {settings.max_messages} (this server's "
-            "--max_messages). Send only the recent part of the conversation.",
-            "messages",
-            "too_many_messages",
-        )
+def _check_messages(messages: list[ChatMessage]):
+    """The persona and the user/assistant messages (their number is checked before)."""
     persona: str | None = None
     chat: list[dict[str, str]] = []
     for i, message in enumerate(messages):
@@ -386,7 +380,7 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
         body = ChatCompletionBody.model_validate(payload)
     except ValidationError as err:
         raise _schema_error(err) from None
-    persona, chat = _check_messages(body.messages, settings)
+    persona, chat = _check_messages(body.messages)
     if body.persona is not None:
         if persona is not None:
             raise _bad(
