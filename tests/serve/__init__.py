@@ -126,6 +126,20 @@ class LiveServer:
         return self.app.state.engine
 
 
+def assert_error(response, status: int, param: str | None = "any", code: str = "any") -> dict:
+    """An OpenAI-style JSON error with ``status`` (and ``param`` / ``code`` unless "any")."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param"}
+    assert isinstance(error["message"], str) and error["message"]
+    if param != "any":
+        assert error["param"] == param, error
+    if code != "any":
+        assert error["code"] == code, error
+    return error
+
+
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from . import LiveServer, reference_reply, save_chat_model, slow_down, wait_for
+from . import LiveServer, assert_error, reference_reply, slow_down, wait_for
 
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
@@ -28,19 +28,6 @@ MAX_MESSAGES = 20
 MAX_CHARS = 2000
 MAX_TOKENS = 8
 GREEDY = {"do_sample": False, "max_new_tokens": MAX_TOKENS}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_chat_model(tmp_path_factory.mktemp("serve") / "tiny-chat")
-
-
-@pytest.fixture(scope="module")
-def reference(model_dir):
-    """The model loaded on its own, to compute what ChatSession replies."""
-    from gpt2chat.chat.session import ChatSession
-
-    return ChatSession.from_pretrained(model_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +49,6 @@ def health(url: str) -> dict:
     response = httpx.get(f"{url}/health", timeout=10)
     assert response.status_code == 200
     return response.json()
-
-
-def assert_error(response, status: int, param: str | None = "any") -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) >= {"message", "type", "param"}
-    assert isinstance(error["message"], str) and error["message"]
-    if param != "any":
-        assert error["param"] == param, error
-    return error
 
 
 # --------------------------------------------------------------------------- openai client

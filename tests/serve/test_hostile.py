@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from . import LiveServer, reference_reply, save_chat_model
+from . import LiveServer, assert_error, reference_reply
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -34,29 +34,6 @@ def post(url: str, body, headers=None, **kwargs):
         timeout=60,
         **kwargs,
     )
-
-
-def assert_error(response, status: int, param="any", code="any") -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert isinstance(error["message"], str) and error["message"]
-    if param != "any":
-        assert error["param"] == param, error
-    if code != "any":
-        assert error["code"] == code, error
-    return error
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_chat_model(tmp_path_factory.mktemp("hostile") / "tiny-chat")
-
-
-@pytest.fixture(scope="module")
-def reference(model_dir):
-    from gpt2chat.chat.session import ChatSession
-
-    return ChatSession.from_pretrained(model_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
