@@ -44,7 +44,10 @@ LABELS = {"seed": "seed loop (fp32, shuffled)", "ours": "DialogueTrainer", "trl"
 
 #: The chat template given to TRL: the gpt2chat format (``<bos>``, ``<sp1>`` user turns, ``<sp2>``
 #: assistant turns, ``<eos>`` after a final assistant turn) with ``{% generation %}`` markers
-#: around the assistant text (and the final ``<eos>``), which ``assistant_only_loss`` needs.
+#: around every assistant text (and the final ``<eos>``), which ``assistant_only_loss`` needs.
+#: TRL's usual set-up, whole dialogues with every assistant turn learned; the template gpt2chat
+#: saves marks the final turn only, as one training example per reply does (that one is tested
+#: with SFTTrainer in tests/test_render.py).
 TRL_TEMPLATE = (
     "{{- bos_token -}}"
     "{%- for message in messages -%}"

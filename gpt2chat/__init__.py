@@ -4,9 +4,10 @@ from .chat import ChatSession, ChatSettings
 from .collator import DialogueCollator
 from .data import available_datasets, load_dialogues, register_dataset
 from .evaluation import EvalReport, evaluate_model
+from .extend import add_speaker_tokens
 from .features import DatasetStats, dataset_statistics, prepare_dataset
 from .render import encode_texts, render_ids, render_messages
-from .tokens import SpeakerTokens, add_speaker_tokens, get_speaker_tokens
+from .tokens import SpeakerTokens, get_speaker_tokens
 
 __version__ = "0.1.0"
 

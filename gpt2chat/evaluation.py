@@ -241,7 +241,9 @@ def evaluate_model(
             (``0``: perplexity only).
         max_new_tokens, do_sample, top_p, temperature, seed: generation settings (greedy by
             default, so the scores are reproducible).
-        use_token_type_ids: default: when the model's forward accepts them.
+        use_token_type_ids: default: what training recorded in the ``chat_config.json`` of the
+            folder the model was loaded from; with no record, when the model's forward accepts
+            them (logged).
         use_cpu, bf16: device and precision of the evaluation.
         max_examples: evaluate only the first N examples of each dataset.
         output_dir: scratch folder for the evaluation trainer (default: a temporary folder).
@@ -285,6 +287,8 @@ def evaluate_model(
     )
     from transformers import TrainingArguments
 
+    if use_token_type_ids is None:
+        use_token_type_ids = _recorded_token_types(model)
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=output_dir or scratch,
@@ -383,6 +387,26 @@ def evaluate_model(
         "processes": state.num_processes,
     }
     return EvalReport(rows=rows, examples=examples, settings=settings)
+
+
+def _recorded_token_types(model) -> bool:
+    """What training recorded (``chat_config.json`` of the model's folder), else the rule from
+    before the record: token types when the model's forward accepts them."""
+    from .chat.settings import ChatSettings
+    from .training.modeling import accepts_token_type_ids
+
+    recorded = ChatSettings.recorded_token_types(model)
+    if recorded is not None:
+        return recorded
+    accepts = accepts_token_type_ids(model)
+    if accepts:
+        logger.warning(
+            "No record of whether this model was trained with token_type_ids (no "
+            "use_token_type_ids in its chat_config.json): feeding them, as gpt2chat did for "
+            "such checkpoints; pass use_token_type_ids=False (--use_token_type_ids false) for a "
+            "model trained without them."
+        )
+    return accepts
 
 
 def _score(row: EvalRow, preds, refs, f1_metric, bleu_metric, distinct_metric) -> None:

@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import datasets
@@ -17,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
-from .render import IGNORE_INDEX, encode_texts
+from .render import encode_texts, render_batch
 from .tokens import SpeakerTokens, get_speaker_tokens
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,8 @@ FEATURES = datasets.Features(
 
 @functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
-    """A hash of the code that renders the features (this module, render.py, tokens.py)."""
+    """A hash of the code that renders the features: this module, render.py (the format) and
+    tokens.py (what render.py imports)."""
     digest = hashlib.sha256()
     for name in ("features.py", "render.py", "tokens.py"):
         digest.update((Path(__file__).parent / name).read_bytes())
@@ -78,12 +78,9 @@ def _render_batch(
     reply_speakers: str,
     with_persona: bool,
 ) -> pa.Table:
-    """One map batch: tokenise every utterance at once, then lay out all examples with numpy.
-
-    The layout is :func:`gpt2chat.render.render_ids`'s (``tests/test_features.py`` checks that
-    the two agree example by example), computed for the whole batch with array operations
-    instead of a Python loop over examples and tokens, and returned as Arrow list arrays, so
-    nothing per token goes through Python objects.
+    """One map batch: tokenise every utterance at once, lay out all examples with
+    :func:`gpt2chat.render.render_batch` (the renderer over a batch, with numpy) and return them
+    as Arrow list arrays, so nothing per token goes through Python objects.
     """
     dialogues = batch["utterances"]
     sizes = np.fromiter(map(len, dialogues), dtype=np.int64, count=len(dialogues))
@@ -91,7 +88,7 @@ def _render_batch(
     personas = None
     if with_persona and "persona" in batch:
         personas = encode_texts(tokenizer, [" ".join(p or []) for p in batch["persona"]])
-    owner, columns = render_batch_arrays(
+    owner, columns = render_batch(
         encoded,
         sizes,
         tokens,
@@ -111,104 +108,6 @@ def _render_batch(
 
 def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
-
-
-def render_batch_arrays(
-    encoded: list[list[int]],
-    sizes: np.ndarray,
-    tokens: SpeakerTokens,
-    *,
-    personas: list[list[int]] | None = None,
-    max_turns: int,
-    max_len: int,
-    reply_speakers: str = "sp2",
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every reply's example of a batch of tokenised dialogues, as flat arrays.
-
-    Args:
-        encoded: token ids of every utterance, dialogue after dialogue.
-        sizes: number of utterances of each dialogue.
-        tokens: the format's special tokens.
-        personas: token ids of each dialogue's persona text (empty: none).
-        max_turns, max_len, reply_speakers: as in :func:`prepare_dataset`.
-
-    Returns:
-        ``(owner, columns)``: the dialogue index of each example, and ``columns`` with
-        ``offsets`` (``n_examples + 1``) and the concatenated ``input_ids``,
-        ``token_type_ids`` and ``labels`` (int32): example ``i`` is
-        ``values[offsets[i]:offsets[i + 1]]``, exactly what :func:`gpt2chat.render.render_ids`
-        gives for the window :func:`gpt2chat.render.fit_window` picks (``reserve=1``).
-    """
-    sp1, sp2 = tokens.sp1_token_id, tokens.sp2_token_id
-    n_utts = len(encoded)
-    first_utt = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=first_utt[1:])
-    dlg_of_utt = np.repeat(np.arange(len(sizes)), sizes)
-    local = np.arange(n_utts) - first_utt[dlg_of_utt]  # position inside its dialogue
-    parity = local % 2
-    utt_len = np.fromiter(map(len, encoded), dtype=np.int64, count=n_utts)
-    # Utterance j is <sp> + its tokens at flat[seg[j] : seg[j + 1]].
-    seg = np.zeros(n_utts + 1, np.int64)
-    np.cumsum(utt_len + 1, out=seg[1:])
-    flat = np.zeros(int(seg[-1]), np.int64)
-    is_text = np.ones(len(flat), bool)
-    is_text[seg[:-1]] = False
-    flat[is_text] = np.fromiter(chain.from_iterable(encoded), np.int64, count=int(utt_len.sum()))
-
-    p_len = np.zeros(len(sizes), np.int64)
-    p_flat = np.zeros(0, np.int64)
-    if personas is not None:
-        p_len = np.fromiter(map(len, personas), dtype=np.int64, count=len(personas))
-        p_flat = np.fromiter(chain.from_iterable(personas), np.int64, count=int(p_len.sum()))
-    p_start = np.concatenate(([0], np.cumsum(p_len)[:-1])).astype(np.int64)
-
-    # Replies and their windows (fit_window, vectorised): the smallest start >= the max_turns
-    # bound such that <bos> + persona + flat[seg[start] : seg[h + 1]] + <eos> fits max_len.
-    reply = (parity == 1) if reply_speakers == "sp2" else (local >= 1)
-    h = np.flatnonzero(reply)
-    d = dlg_of_utt[h]
-    need = seg[h + 1] + 2 + p_len[d] - max_len
-    start = np.maximum(np.maximum(first_utt[d], h - max_turns + 1), np.searchsorted(seg, need))
-    keep = start <= h
-    h, d, start = h[keep], d[keep], start[keep]
-
-    body = seg[h + 1] - seg[start]
-    lengths = body + p_len[d] + 2
-    offsets = np.zeros(len(h) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ex = np.repeat(np.arange(len(h)), lengths)  # example of each output position
-    pos = np.arange(int(offsets[-1])) - offsets[ex]  # position inside its example
-    rel = pos - 1 - p_len[d][ex]  # position inside the body
-    input_ids = np.full(len(ex), tokens.bos_token_id, np.int64)
-    types = np.full(len(ex), tokens.bos_token_id, np.int64)
-    labels = np.full(len(ex), IGNORE_INDEX, np.int64)
-
-    at = np.flatnonzero((rel >= 0) & (rel < body[ex]))  # body positions
-    e = ex[at]
-    src = seg[start][e] + rel[at]  # their flat index
-    utt = np.searchsorted(seg, src, side="right") - 1
-    # The replier is always <sp2>: utterances with the reply's parity are sp2's.
-    speaker = np.where(parity[utt] == parity[h][e], sp2, sp1)
-    input_ids[at] = np.where(is_text[src], flat[src], speaker)
-    types[at] = speaker
-    labels[at] = np.where(src > seg[h][e], flat[src], IGNORE_INDEX)
-
-    if len(p_flat):
-        at = np.flatnonzero((pos >= 1) & (rel < 0))  # persona positions (type: <bos>)
-        input_ids[at] = p_flat[p_start[d][ex[at]] + pos[at] - 1]
-
-    first, last = offsets[:-1], offsets[1:] - 1
-    types[first] = np.where(parity[start] == parity[h], sp2, sp1)  # <bos>: the first speaker
-    input_ids[last] = tokens.eos_token_id
-    types[last] = sp2
-    labels[last] = tokens.eos_token_id
-    columns = {
-        "offsets": offsets,
-        "input_ids": input_ids.astype(np.int32),
-        "token_type_ids": types.astype(np.int32),
-        "labels": labels.astype(np.int32),
-    }
-    return d, columns
 
 
 @dataclass
@@ -300,7 +199,8 @@ def prepare_dataset(
 
     One example per reply turn: the reply plus up to ``max_turns - 1`` preceding utterances
     (fewer when needed to fit ``max_len``; a reply that cannot fit even alone is skipped and
-    counted), rendered by :func:`gpt2chat.render.render_ids`.
+    counted), rendered by :func:`gpt2chat.render.render_batch` (:func:`gpt2chat.render.render_ids`
+    over a batch).
 
     Args:
         dialogues: rows with ``utterances`` (and ``source``, optional ``persona``), as returned

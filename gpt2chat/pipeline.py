@@ -128,7 +128,7 @@ def prepare_to_disk(model_args, data_args, output_dir, splits) -> list[dict]:
     from dataclasses import asdict as _asdict
     from pathlib import Path
 
-    from .tokens import add_speaker_tokens
+    from .extend import add_speaker_tokens
     from .training.modeling import load_tokenizer_for
 
     out = Path(output_dir)

@@ -1,7 +1,12 @@
-"""The one renderer: messages -> ``input_ids`` / ``token_type_ids`` / ``labels``.
+"""The format: the one renderer, messages -> ``input_ids`` / ``token_type_ids`` / ``labels``.
 
-Training features (:func:`gpt2chat.prepare_dataset`), the chat template and the chat session
-all go through this module, so training and chat cannot disagree on the format::
+This module owns the layout and every form of it: :func:`render_ids` (one example from
+tokenised utterances), :func:`render_messages` (chat messages, with the window of
+:func:`fit_window`), :func:`render_batch` (the same function over a batch, with numpy, for
+:func:`gpt2chat.prepare_dataset`) and :func:`build_chat_template` (the Jinja chat template
+generated from the same tokens and the same defusing, for the model card's snippet, TRL and
+any other ``apply_chat_template`` caller). Training features, chat, serving and evaluation all
+go through it, so they cannot disagree on the format::
 
     <bos> [persona] <sp1> u1 <sp2> u2 ... <sp1> u_n <sp2> reply <eos>
 
@@ -17,7 +22,10 @@ all go through this module, so training and chat cannot disagree on the format::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .tokens import DEFUSE_CHAR, SpeakerTokens, get_speaker_tokens
 
@@ -26,9 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IGNORE_INDEX",
+    "build_chat_template",
     "defuse_special_tokens",
     "encode_texts",
     "fit_window",
+    "render_batch",
     "render_ids",
     "render_messages",
     "special_strings",
@@ -260,4 +270,165 @@ def render_messages(
         persona=persona,
         supervise_last=supervise,
         add_generation_prompt=add_generation_prompt,
+    )
+
+
+def render_batch(
+    encoded: list[list[int]],
+    sizes: np.ndarray,
+    tokens: SpeakerTokens,
+    *,
+    personas: list[list[int]] | None = None,
+    max_turns: int,
+    max_len: int,
+    reply_speakers: str = "sp2",
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`render_ids` on the window :func:`fit_window` picks (``reserve=1``), for every reply
+    of a batch of tokenised dialogues at once, as flat arrays.
+
+    The same function as the single-example form, computed with array operations instead of a
+    Python loop over examples and tokens (what :func:`gpt2chat.prepare_dataset` maps);
+    ``tests/test_render.py`` property-tests it against :func:`render_ids` and
+    :func:`fit_window`, example by example.
+
+    Args:
+        encoded: token ids of every utterance, dialogue after dialogue.
+        sizes: number of utterances of each dialogue.
+        tokens: the format's special tokens.
+        personas: token ids of each dialogue's persona text (empty: none).
+        max_turns, max_len, reply_speakers: as in :func:`gpt2chat.prepare_dataset`: replies
+            are the second speaker's turns (``"sp2"``) or every turn after the first
+            (``"both"``, roles swapped so the replier is always ``<sp2>``).
+
+    Returns:
+        ``(owner, columns)``: the dialogue index of each example, and ``columns`` with
+        ``offsets`` (``n_examples + 1``) and the concatenated ``input_ids``,
+        ``token_type_ids`` and ``labels`` (int32): example ``i`` is
+        ``values[offsets[i]:offsets[i + 1]]``, exactly what :func:`render_ids` gives for the
+        window :func:`fit_window` picks (``reserve=1``); a reply that does not fit even alone
+        has no example.
+    """
+    sp1, sp2 = tokens.sp1_token_id, tokens.sp2_token_id
+    n_utts = len(encoded)
+    first_utt = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=first_utt[1:])
+    dlg_of_utt = np.repeat(np.arange(len(sizes)), sizes)
+    local = np.arange(n_utts) - first_utt[dlg_of_utt]  # position inside its dialogue
+    parity = local % 2
+    utt_len = np.fromiter(map(len, encoded), dtype=np.int64, count=n_utts)
+    # Utterance j is <sp> + its tokens at flat[seg[j] : seg[j + 1]].
+    seg = np.zeros(n_utts + 1, np.int64)
+    np.cumsum(utt_len + 1, out=seg[1:])
+    flat = np.zeros(int(seg[-1]), np.int64)
+    is_text = np.ones(len(flat), bool)
+    is_text[seg[:-1]] = False
+    flat[is_text] = np.fromiter(chain.from_iterable(encoded), np.int64, count=int(utt_len.sum()))
+
+    p_len = np.zeros(len(sizes), np.int64)
+    p_flat = np.zeros(0, np.int64)
+    if personas is not None:
+        p_len = np.fromiter(map(len, personas), dtype=np.int64, count=len(personas))
+        p_flat = np.fromiter(chain.from_iterable(personas), np.int64, count=int(p_len.sum()))
+    p_start = np.concatenate(([0], np.cumsum(p_len)[:-1])).astype(np.int64)
+
+    # Replies and their windows (fit_window, vectorised): the smallest start >= the max_turns
+    # bound such that <bos> + persona + flat[seg[start] : seg[h + 1]] + <eos> fits max_len.
+    reply = (parity == 1) if reply_speakers == "sp2" else (local >= 1)
+    h = np.flatnonzero(reply)
+    d = dlg_of_utt[h]
+    need = seg[h + 1] + 2 + p_len[d] - max_len
+    start = np.maximum(np.maximum(first_utt[d], h - max_turns + 1), np.searchsorted(seg, need))
+    keep = start <= h
+    h, d, start = h[keep], d[keep], start[keep]
+
+    body = seg[h + 1] - seg[start]
+    lengths = body + p_len[d] + 2
+    offsets = np.zeros(len(h) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ex = np.repeat(np.arange(len(h)), lengths)  # example of each output position
+    pos = np.arange(int(offsets[-1])) - offsets[ex]  # position inside its example
+    rel = pos - 1 - p_len[d][ex]  # position inside the body
+    input_ids = np.full(len(ex), tokens.bos_token_id, np.int64)
+    types = np.full(len(ex), tokens.bos_token_id, np.int64)
+    labels = np.full(len(ex), IGNORE_INDEX, np.int64)
+
+    at = np.flatnonzero((rel >= 0) & (rel < body[ex]))  # body positions
+    e = ex[at]
+    src = seg[start][e] + rel[at]  # their flat index
+    utt = np.searchsorted(seg, src, side="right") - 1
+    # The replier is always <sp2>: utterances with the reply's parity are sp2's.
+    speaker = np.where(parity[utt] == parity[h][e], sp2, sp1)
+    input_ids[at] = np.where(is_text[src], flat[src], speaker)
+    types[at] = speaker
+    labels[at] = np.where(src > seg[h][e], flat[src], IGNORE_INDEX)
+
+    if len(p_flat):
+        at = np.flatnonzero((pos >= 1) & (rel < 0))  # persona positions (type: <bos>)
+        input_ids[at] = p_flat[p_start[d][ex[at]] + pos[at] - 1]
+
+    first, last = offsets[:-1], offsets[1:] - 1
+    types[first] = np.where(parity[start] == parity[h], sp2, sp1)  # <bos>: the first speaker
+    input_ids[last] = tokens.eos_token_id
+    types[last] = sp2
+    labels[last] = tokens.eos_token_id
+    columns = {
+        "offsets": offsets,
+        "input_ids": input_ids.astype(np.int32),
+        "token_type_ids": types.astype(np.int32),
+        "labels": labels.astype(np.int32),
+    }
+    return d, columns
+
+
+def build_chat_template(tokenizer: PreTrainedTokenizerBase, tokens: SpeakerTokens) -> str:
+    """The Jinja chat template that renders ``messages`` like the training renderer.
+
+    ``system`` (optional, first) is the persona text right after ``<bos>``; ``user`` turns start
+    with ``<sp1>``, ``assistant`` turns with ``<sp2>``. With ``add_generation_prompt`` a trailing
+    ``<sp2>`` asks for the bot's reply; without it, a conversation that ends with an assistant
+    turn ends with ``<eos>``, exactly as a training example does. Special-token strings inside
+    message text are defused (a WORD JOINER after their first character) exactly as the
+    renderer does, so user text never becomes a special token.
+
+    That final assistant turn's text and its ``<eos>`` sit inside ``{% generation %}``: what a
+    training example supervises, so ``apply_chat_template(..., return_assistant_tokens_mask=
+    True)`` marks exactly the tokens whose labels are learned, and TRL's
+    ``assistant_only_loss`` trains on them. Earlier assistant turns are context, as in training
+    (one example per reply).
+    """
+
+    def lit(s: str) -> str:
+        return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    defuse = "".join(
+        f"|replace({lit(s)}, {lit(s[0] + DEFUSE_CHAR + s[1:])})" for s in special_strings(tokenizer)
+    )
+    return (
+        "{%- set ns = namespace(start=0) -%}"
+        f"{{{{- {lit(tokens.bos_token)} -}}}}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}"
+        "{%- set ns.start = 1 -%}"
+        f"{{{{- (messages[0]['content'] | trim){defuse} -}}}}"
+        "{%- endif -%}"
+        "{%- for message in messages[ns.start:] -%}"
+        "{%- if message['role'] == 'user' -%}"
+        f"{{{{- {lit(tokens.sp1_token)} -}}}}"
+        "{%- elif message['role'] == 'assistant' -%}"
+        f"{{{{- {lit(tokens.sp2_token)} -}}}}"
+        "{%- else -%}"
+        "{{- raise_exception('gpt2chat chat template: roles must be user or assistant (and an "
+        "optional first system message), got ' + message['role']) -}}"
+        "{%- endif -%}"
+        "{%- if loop.last and message['role'] == 'assistant' and not add_generation_prompt -%}"
+        "{%- generation -%}"
+        f"{{{{- (message['content'] | trim){defuse} -}}}}"
+        f"{{{{- {lit(tokens.eos_token)} -}}}}"
+        "{%- endgeneration -%}"
+        "{%- else -%}"
+        f"{{{{- (message['content'] | trim){defuse} -}}}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}"
+        f"{{{{- {lit(tokens.sp2_token)} -}}}}"
+        "{%- endif -%}"
     )

@@ -142,3 +142,27 @@ def test_replies_end_where_chat_ends_them():
     assert chat.render_prompt(dialogue[0]["utterances"][0])["input_ids"] == context["input_ids"]
     assert chat.send(dialogue[0]["utterances"][0]) == reply
     assert calls["n"] == 3
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_evaluation_follows_what_training_recorded(tmp_path, recorded):
+    """A model loaded from a folder is evaluated with the token types its training used (the
+    record in chat_config.json), whatever its forward accepts."""
+    from transformers import AutoModelForCausalLM
+
+    from gpt2chat import ChatSettings
+
+    tokenizer = gpt2_tokenizer()
+    model = tiny_model()
+    add_speaker_tokens(tokenizer, model)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ChatSettings(use_token_type_ids=recorded).save_pretrained(folder)
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    data = daily_dialogues("test", n=3)
+    report = evaluate_model(loaded, tokenizer, data, max_len=48, num_samples=0, use_cpu=True)
+    assert report.to_dict()["settings"]["token_type_ids"] is recorded
+    features = prepare_dataset(data, tokenizer, max_len=48)
+    ppl, _ = manual_perplexity(loaded, features, use_token_type_ids=recorded)
+    assert report.rows[-1].perplexity == pytest.approx(ppl, rel=1e-5)

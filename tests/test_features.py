@@ -211,9 +211,12 @@ def _reference_examples(ds, tok, *, max_turns, max_len, reply_speakers, with_per
 @pytest.mark.parametrize("reply_speakers", ["sp2", "both"])
 @pytest.mark.parametrize("with_persona", [False, True])
 @pytest.mark.parametrize("max_len", [12, 40, 1024])
-def test_vectorised_layout_matches_render_ids(
+def test_prepare_dataset_matches_render_ids_end_to_end(
     chat_tokenizer, reply_speakers, with_persona, max_len
 ):
+    """The whole map path (texts tokenised, personas joined, batches cut at odd places, Arrow
+    columns, ``length`` and ``source``) gives render_ids' examples. The layout itself,
+    render.render_batch against render_ids, is property-tested in tests/test_render.py."""
     import random
 
     rng = random.Random(f"{reply_speakers}{with_persona}{max_len}")

@@ -127,6 +127,27 @@ def _context_size(model, tokenizer) -> int:
     return limit if isinstance(limit, int) and 0 < limit < 10**6 else 1024
 
 
+def _token_type_choice(choice: bool | None, params: set[str]) -> bool:
+    """Feed ``token_type_ids``? What training recorded (``choice``), else, with no record, when
+    the forward accepts them (the rule before gpt2chat recorded it), said in the log."""
+    accepts = "token_type_ids" in params
+    if choice is None:
+        if accepts:
+            logger.warning(
+                "No record of whether this model was trained with token_type_ids (its folder "
+                "has no use_token_type_ids in chat_config.json): feeding them, as gpt2chat did "
+                "for such checkpoints. Pass use_token_type_ids=False for a model trained "
+                "without them."
+            )
+        return accepts
+    if choice and not accepts:
+        raise ValueError(
+            "`use_token_type_ids`=True but the model's forward takes no token_type_ids: pass "
+            "False (or leave it unset)."
+        )
+    return bool(choice)
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -246,8 +267,11 @@ class ChatSession:
             Default: on for a model :meth:`from_pretrained` loaded, off for a model passed in
             (the layout change is in place, and ``save_pretrained`` refuses a tied weight laid
             out so until ``relayout_output_embeddings(model, transposed=False)``).
-        use_token_type_ids: pass ``token_type_ids`` to the model. Default: when the model's
-            ``forward`` accepts them.
+        use_token_type_ids: pass ``token_type_ids`` to the model: ``True`` for a model trained
+            with them (``gpt2chat train --use_token_type_ids true``), ``False`` for one trained
+            without (the default since token types became opt-in). :meth:`from_pretrained`
+            follows what training recorded in ``chat_config.json``. ``None`` with no record:
+            when the model's ``forward`` accepts them, with a logged note.
         guidance_scale: context guidance (:mod:`gpt2chat.chat.guidance`): at each step the
             reply's next-token scores given the conversation are contrasted with those given no
             conversation, ``g * cond - (g - 1) * uncond``. ``1`` (default) is off; ``1.2``-``1.5``
@@ -348,9 +372,9 @@ class ChatSession:
             )
         self.max_len = max_len or context
         params = _forward_parameters(model)
-        self.use_token_type_ids = (
-            "token_type_ids" in params if use_token_type_ids is None else bool(use_token_type_ids)
-        )
+        if use_token_type_ids is None:  # a model loaded from a gpt2chat folder: its record
+            use_token_type_ids = ChatSettings.recorded_token_types(model)
+        self.use_token_type_ids = _token_type_choice(use_token_type_ids, params)
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         if guidance_scale is None:  # a GenerationConfig may carry one: ChatSession applies it
             guidance_scale = getattr(generation_config, "guidance_scale", None)
@@ -428,8 +452,9 @@ class ChatSession:
     ) -> ChatSession:
         """Load a fine-tuned model and its tokenizer and start a session.
 
-        The decoding settings saved with the model (``chat_config.json``, see
-        :class:`~gpt2chat.ChatSettings`) are the defaults; the keyword arguments given here win.
+        The decoding settings saved with the model (``generation_config.json`` and
+        ``chat_config.json``, see :class:`~gpt2chat.ChatSettings`) are the defaults; the keyword
+        arguments given here win.
 
         Args:
             path_or_hub_id: a folder written by ``save_pretrained`` (model + tokenizer with the
@@ -442,11 +467,15 @@ class ChatSession:
             merge_adapter: merge a LoRA adapter into the base weights (faster decoding).
             add_tokens: call :func:`gpt2chat.add_speaker_tokens` when the tokenizer has none
                 (chat with a base model that was never fine-tuned; its replies will be poor).
-            chat_config: use the model's ``chat_config.json`` when it has one (``False``: the
-                library's defaults, as for a model without one).
+            chat_config: use the decoding settings saved with the model
+                (``generation_config.json`` and ``chat_config.json``, see
+                :class:`~gpt2chat.ChatSettings`) as the defaults (``False``: the library's
+                defaults). Whether the model takes ``token_type_ids`` follows its record either
+                way.
             **session_kwargs: passed to :class:`ChatSession` (``max_turns``, ``top_p``, ...).
         """
-        from ..tokens import CONFIG_KEY, add_speaker_tokens, load_tokenizer
+        from ..extend import add_speaker_tokens
+        from ..tokens import CONFIG_KEY, load_tokenizer
         from ..training.modeling import check_model_path
 
         device = _resolve_device(device)
@@ -474,7 +503,16 @@ class ChatSession:
             sum(p.numel() for p in model.parameters()) / 1e6,
         )
         session_kwargs.setdefault("fast_lm_head", True)  # the session owns the model it loaded
-        saved = ChatSettings.from_pretrained(path if adapter else name) if chat_config else None
+        source = path if adapter else name
+        if chat_config:
+            saved = ChatSettings.from_pretrained(source)
+        else:  # the decoding is the library's; what the model was trained with still holds
+            try:
+                saved = ChatSettings.from_pretrained(source)
+            except ValueError as err:
+                logger.warning("Ignoring the model's chat settings: %s", err)
+                saved = None
+            saved = ChatSettings(use_token_type_ids=saved.use_token_type_ids) if saved else None
         if saved is not None:
             logger.info("Chat settings saved with the model: %s", saved.to_dict())
             session_kwargs = saved.under(session_kwargs)

@@ -1,11 +1,19 @@
 """Chat settings saved with a model: how :class:`~gpt2chat.ChatSession`, ``gpt2chat chat`` and
 ``gpt2chat serve`` decode it when not told otherwise.
 
-A fine-tuned model folder may hold ``chat_config.json`` next to ``config.json``: the window
-(``max_turns``, as in training), the sampling values, context guidance and reranking. It is
-written by ``gpt2chat demo`` (the settings its transcripts were judged with) and by
-``gpt2chat train`` (the training's ``max_turns``), or by :meth:`ChatSettings.save_pretrained`.
-:meth:`ChatSession.from_pretrained` reads it; every argument given explicitly still wins.
+One type, :class:`ChatSettings`, saved in the two files where each value is read:
+
+* the standard decoding fields (``do_sample``, ``temperature``, ``top_p``, ``top_k``,
+  ``repetition_penalty``, ``max_new_tokens``) go into ``generation_config.json``, which
+  transformers' ``generate``, vLLM and other engines read; the stop ids (``<eos>`` and
+  ``<sp1>``) are there too (set by :func:`gpt2chat.add_speaker_tokens`);
+* what no other engine knows goes into gpt2chat's own ``chat_config.json``: the window
+  (``max_turns``, as in training), context guidance, reranking, and whether the model was
+  trained with ``token_type_ids``.
+
+No field is in both files. They are written by ``gpt2chat train`` (every save), ``gpt2chat
+demo`` and ``gpt2chat export``, or by :meth:`ChatSettings.save_pretrained`.
+:meth:`ChatSession.from_pretrained` reads them; every argument given explicitly still wins.
 
 ```python
 >>> from gpt2chat import ChatSettings
@@ -33,12 +41,35 @@ MIN_TEMPERATURE = 1e-3
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHAT_CONFIG_NAME", "ChatSettings"]
+__all__ = ["CHAT_CONFIG_NAME", "CHAT_FIELDS", "GENERATION_FIELDS", "ChatSettings"]
 
-#: File name of the chat settings inside a model folder.
+#: File name of gpt2chat's own settings inside a model folder.
 CHAT_CONFIG_NAME = "chat_config.json"
+#: transformers' file of the standard decoding settings.
+GENERATION_CONFIG_NAME = "generation_config.json"
 _FORMAT = "gpt2chat-chat-config"
-_VERSION = 1
+#: Version 1 files held every field; version 2 holds :data:`CHAT_FIELDS` only.
+_VERSION = 2
+#: The standard decoding fields, saved in ``generation_config.json``.
+GENERATION_FIELDS = (
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "max_new_tokens",
+)
+#: What only gpt2chat knows, saved in ``chat_config.json``.
+CHAT_FIELDS = (
+    "max_turns",
+    "guidance_scale",
+    "num_candidates",
+    "mmi_weight",
+    "mmi_contexts",
+    "use_token_type_ids",
+)
+#: What ``generate`` uses for a sampling field a ``generation_config.json`` leaves out.
+_GENERATE_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
 
 
 def _is_number(value: Any) -> bool:
@@ -70,6 +101,10 @@ class ChatSettings:
         mmi_contexts: generic messages whose one-message conversations are that reranking's
             reference side instead of the empty conversation (``ChatSession``'s
             ``mmi_contexts``), or ``None``.
+        use_token_type_ids: whether the model was trained with ``token_type_ids`` (recorded by
+            training; chat, serve, eval and export follow it). ``None``: no record (a
+            checkpoint saved before gpt2chat recorded it): token types are fed when the model's
+            forward accepts them, as then.
     """
 
     max_turns: int = 5
@@ -83,6 +118,7 @@ class ChatSettings:
     num_candidates: int = 1
     mmi_weight: float = 0.5
     mmi_contexts: list[str] | None = None
+    use_token_type_ids: bool | None = None
 
     def __post_init__(self) -> None:
         self._check()
@@ -129,6 +165,11 @@ class ChatSettings:
             "mmi_contexts",
             "a list of 1 to 16 non-empty messages or null",
         )
+        need(
+            self.use_token_type_ids is None or isinstance(self.use_token_type_ids, bool),
+            "use_token_type_ids",
+            "true, false or null",
+        )
         if self.num_candidates > 1 and not self.do_sample:
             raise ValueError(
                 f"{where}`num_candidates` > 1 reranks sampled replies: set do_sample to true or "
@@ -146,7 +187,7 @@ class ChatSettings:
         if not self.do_sample:
             for key in ("temperature", "top_p", "top_k", "num_candidates", "mmi_weight"):
                 kwargs.pop(key)
-        for key in ("repetition_penalty", "mmi_contexts"):
+        for key in ("repetition_penalty", "mmi_contexts", "use_token_type_ids"):
             if kwargs.get(key) is None:
                 kwargs.pop(key, None)
         return kwargs
@@ -171,73 +212,186 @@ class ChatSettings:
         return kwargs
 
     # ------------------------------------------------------------------ files
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write ``chat_config.json`` into ``save_directory`` (created if needed); return its
-        path."""
+    def apply_to(self, generation_config) -> None:
+        """Write the standard decoding fields into a ``GenerationConfig`` (in place). Under greedy
+        decoding the sampling fields are unset, as transformers requires."""
+        generation_config.do_sample = self.do_sample
+        sampling = ("temperature", "top_p", "top_k")
+        for key in sampling:
+            setattr(generation_config, key, getattr(self, key) if self.do_sample else None)
+        generation_config.repetition_penalty = self.repetition_penalty
+        generation_config.max_new_tokens = self.max_new_tokens
+
+    def save_pretrained(
+        self, save_directory: str | Path, generation_config=None, tokens=None
+    ) -> Path:
+        """Write the settings into ``save_directory`` (created if needed): the standard decoding
+        fields into ``generation_config.json`` (``generation_config``, else the folder's own file,
+        updated with them), the rest into ``chat_config.json``, whose path is returned.
+
+        With ``tokens`` (the model's :class:`~gpt2chat.SpeakerTokens`) the generation config also
+        gets the format's ids: a reply stops at ``<eos>`` or ``<sp1>`` (``eos_token_id``), and
+        the ``bos`` / ``pad`` ids; otherwise the ids already there are kept.
+        """
+        from transformers import GenerationConfig
+
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
+        if generation_config is not None:
+            generation = GenerationConfig.from_dict(generation_config.to_dict())
+        elif (folder / GENERATION_CONFIG_NAME).is_file():
+            generation = GenerationConfig.from_pretrained(str(folder))
+        else:
+            generation = GenerationConfig()
+        self.apply_to(generation)
+        if tokens is not None:
+            generation.eos_token_id = list(tokens.reply_stop_ids)
+            generation.bos_token_id = tokens.bos_token_id
+            generation.pad_token_id = tokens.pad_token_id
+        generation.save_pretrained(str(folder))
         path = folder / CHAT_CONFIG_NAME
-        payload = {"format": _FORMAT, "version": _VERSION, **self.to_dict()}
+        payload = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            **{key: getattr(self, key) for key in CHAT_FIELDS},
+        }
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         return path
 
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); fix or delete the file.") from None
+
     @classmethod
-    def from_file(cls, path: str | Path) -> ChatSettings:
-        """Read a ``chat_config.json`` file.
+    def _generation_values(cls, path: Path | None) -> dict[str, Any]:
+        """The standard decoding fields of a ``generation_config.json`` (``None``: no file, the
+        defaults). A field the file leaves out is what ``generate`` uses for it; sampling fields
+        under greedy decoding keep this class's defaults."""
+        if path is None:
+            return {}
+        data = cls._read_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a generation config (a JSON object); fix the file.")
+        sampling = data.get("do_sample", False)
+        values: dict[str, Any] = {"do_sample": sampling}
+        for key in ("temperature", "top_p", "top_k"):
+            if key in data and data[key] is not None:
+                values[key] = data[key]
+            elif sampling is True:
+                values[key] = _GENERATE_DEFAULTS[key]
+        penalty = data.get("repetition_penalty")
+        values["repetition_penalty"] = None if penalty in (None, 1, 1.0) else penalty
+        if data.get("max_new_tokens") is not None:
+            values["max_new_tokens"] = data["max_new_tokens"]
+        return values
+
+    @classmethod
+    def from_file(
+        cls, path: str | Path, generation_config: str | Path | None = None
+    ) -> ChatSettings:
+        """Read a ``chat_config.json`` file, and the standard decoding fields from
+        ``generation_config`` (default: the ``generation_config.json`` beside it, if any).
+
+        A version-1 file (written before the standard fields moved to
+        ``generation_config.json``) holds every field and is read alone.
 
         Raises:
-            ValueError: the file is not valid JSON, not a gpt2chat chat config, has unknown keys or
+            ValueError: a file is not valid JSON, not a gpt2chat chat config, has unknown keys or
                 a value out of range (the message names the file and the key).
         """
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); fix or delete the file.") from None
+        data = cls._read_json(path)
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ValueError(
                 f"{path}: not a gpt2chat chat config (expected an object with "
                 f'"format": "{_FORMAT}"); fix or delete the file.'
             )
-        if data.get("version") != _VERSION:
+        version = data.get("version")
+        if version not in (1, _VERSION):
             raise ValueError(
-                f"{path}: chat config version {data.get('version')!r} is not supported (this "
-                f"gpt2chat reads version {_VERSION}); upgrade gpt2chat or rewrite the file."
+                f"{path}: chat config version {version!r} is not supported (this "
+                f"gpt2chat reads versions 1 and {_VERSION}); upgrade gpt2chat or rewrite the file."
             )
         values = {k: v for k, v in data.items() if k not in ("format", "version")}
-        known = {f.name for f in fields(cls)}
+        known = set(CHAT_FIELDS) if version == _VERSION else {f.name for f in fields(cls)}
+        misplaced = sorted(set(values) & set(GENERATION_FIELDS) - known)
+        if misplaced:
+            raise ValueError(
+                f"{path}: {', '.join(misplaced)} belong(s) in {GENERATION_CONFIG_NAME}, where "
+                "transformers and other engines read them; move them there."
+            )
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(
                 f"{path}: unknown chat setting(s) {', '.join(unknown)}; known: "
                 f"{', '.join(sorted(known))}."
             )
+        where = f"{path}: "
+        if version == _VERSION:
+            if generation_config is None:
+                beside = path.parent / GENERATION_CONFIG_NAME
+                generation_config = beside if beside.is_file() else None
+            generation = cls._generation_values(
+                Path(generation_config) if generation_config else None
+            )
+            cls._check_values(generation, where=f"{generation_config}: ")
+            values.update(generation)
+        return cls._check_values(values, where=where)
+
+    @classmethod
+    def _check_values(cls, values: dict[str, Any], where: str) -> ChatSettings:
         settings = cls.__new__(cls)
         for f in fields(cls):
             setattr(settings, f.name, values.get(f.name, f.default))
-        settings._check(where=f"{path}: ")
+        settings._check(where=where)
         return settings
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path) -> ChatSettings | None:
         """The settings saved with a model (a local folder, or a hub id through the hub cache),
-        or ``None`` when it has none."""
+        or ``None`` when it has no ``chat_config.json``."""
         folder = Path(path_or_hub_id).expanduser()
         if folder.is_file():  # a .gguf file: settings would sit next to it, not inside
             return None
         if folder.is_dir():
             path = folder / CHAT_CONFIG_NAME
             return cls.from_file(path) if path.is_file() else None
+        found = cls._cached(path_or_hub_id, CHAT_CONFIG_NAME)
+        if not found:
+            return None
+        return cls.from_file(found, cls._cached(path_or_hub_id, GENERATION_CONFIG_NAME))
+
+    @classmethod
+    def recorded_token_types(cls, model) -> bool | None:
+        """Whether ``model`` was trained with ``token_type_ids``, as recorded in the
+        ``chat_config.json`` of the local folder it was loaded from (``None``: no such record;
+        a broken file is logged and treated as none)."""
+        base = getattr(model, "base_model", model)  # a peft model's own config is its base's
+        folder = getattr(getattr(model, "config", None), "name_or_path", None) or getattr(
+            getattr(base, "config", None), "name_or_path", None
+        )
+        if not folder or not (Path(str(folder)) / CHAT_CONFIG_NAME).is_file():
+            return None
+        try:
+            return cls.from_file(Path(str(folder)) / CHAT_CONFIG_NAME).use_token_type_ids
+        except ValueError as err:
+            logger.warning("Ignoring %s: %s", CHAT_CONFIG_NAME, err)
+            return None
+
+    @staticmethod
+    def _cached(hub_id: str | Path, name: str) -> str | None:
         try:
             from transformers.utils import cached_file
 
-            found = cached_file(
-                str(path_or_hub_id),
-                CHAT_CONFIG_NAME,
+            return cached_file(
+                str(hub_id),
+                name,
                 _raise_exceptions_for_missing_entries=False,
                 _raise_exceptions_for_connection_errors=False,
             )
         except (OSError, ValueError) as err:
-            logger.debug("No %s for %s: %s", CHAT_CONFIG_NAME, path_or_hub_id, err)
+            logger.debug("No %s for %s: %s", name, hub_id, err)
             return None
-        return cls.from_file(found) if found else None

@@ -50,7 +50,8 @@ class EvalArguments:
     use_token_type_ids: str = field(
         default="auto",
         metadata={
-            "help": "Feed token_type_ids: auto (when the model takes them), true or false.",
+            "help": "Feed token_type_ids: auto (what training recorded in the model's "
+            "chat_config.json; with no record, when the model takes them), true or false.",
             "choices": ["auto", "true", "false"],
         },
     )
@@ -126,9 +127,7 @@ def cmd_eval(argv: list[str]) -> int:
         top_p=eval_args.top_p,
         temperature=eval_args.temperature,
         seed=eval_args.seed,
-        use_token_type_ids={"auto": None, "true": True, "false": False}[
-            eval_args.use_token_type_ids
-        ],
+        use_token_type_ids=_token_types(eval_args),
         use_cpu=eval_args.use_cpu,
         bf16=eval_args.bf16,
         max_examples=data_args.max_eval_samples,
@@ -151,6 +150,18 @@ def cmd_eval(argv: list[str]) -> int:
     print(report.format_table())
     print(f"\nResults written to {output}")
     return 0
+
+
+def _token_types(eval_args) -> bool | None:
+    """The ``--use_token_type_ids`` choice; ``auto``: the model folder's record (``None``: none,
+    :func:`~gpt2chat.evaluation.evaluate_model` decides)."""
+    choice = {"auto": None, "true": True, "false": False}[eval_args.use_token_type_ids]
+    if choice is None:
+        from ..chat.settings import ChatSettings
+
+        saved = ChatSettings.from_pretrained(eval_args.model)
+        choice = saved.use_token_type_ids if saved is not None else None
+    return choice
 
 
 def _per_dataset_dirs(data_dir, names):

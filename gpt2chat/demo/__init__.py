@@ -260,7 +260,8 @@ class DemoArguments:
 
     @property
     def chat_settings(self) -> ChatSettings:
-        """The chat's decoding settings, as saved in the model folder's ``chat_config.json``."""
+        """The chat's decoding settings, as saved in the model folder (``generation_config.json``
+        and ``chat_config.json``)."""
         from ..chat.settings import ChatSettings
 
         return ChatSettings(
@@ -274,6 +275,7 @@ class DemoArguments:
             num_candidates=self.num_candidates,
             mmi_weight=self.mmi_weight,
             mmi_contexts=list(MMI_CONTEXTS),
+            use_token_type_ids=False,
         )
 
 
@@ -310,7 +312,8 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
     import torch
     from transformers import ProgressCallback
 
-    from ..tokens import add_speaker_tokens, load_tokenizer
+    from ..extend import add_speaker_tokens
+    from ..tokens import load_tokenizer
     from ..training import DialogueTrainer, DialogueTrainingArguments, LoraArguments, ModelArguments
     from ..training.callbacks import LossOnProgressBar, TimeBudgetCallback
     from ..training.modeling import load_model, merge_adapter
@@ -436,8 +439,8 @@ def next_commands(args: DemoArguments) -> str:
     return "\n".join(
         [
             "",
-            f"Next (both decode with the settings saved in {path}/chat_config.json;",
-            "a flag such as --temperature 0.9 overrides one):",
+            f"Next (both decode with the settings saved in {path}/; a flag such as",
+            "--temperature 0.9 overrides one):",
             f"  chat in the terminal:    gpt2chat chat --model_path {path}",
             f"  API + web page:          gpt2chat serve --model {path}",
             "                           (then open http://127.0.0.1:8000)",
@@ -466,6 +469,7 @@ def run_demo(
 
     from ..chat import ChatSession
     from ..chat.repl import run_repl
+    from ..tokens import get_speaker_tokens, load_tokenizer
 
     out = output or sys.stdout
     input_stream = input_stream or sys.stdin
@@ -503,7 +507,9 @@ def run_demo(
     # Chat with the history window the saved model was trained with.
     trained_turns = metrics.get("settings", {}).get("max_turns", args.max_turns)
     args = replace(args, max_turns=trained_turns)
-    args.chat_settings.save_pretrained(output_dir)  # what `gpt2chat chat` / `serve` will use
+    tokens = get_speaker_tokens(load_tokenizer(str(output_dir)))
+    # What `gpt2chat chat` / `serve` (and other engines, for the standard fields) will use.
+    args.chat_settings.save_pretrained(output_dir, tokens=tokens)
     result = DemoResult(str(output_dir), trained, metrics)
     mode = args.chat
     if mode == "auto":
@@ -515,7 +521,7 @@ def run_demo(
         session = ChatSession.from_pretrained(
             output_dir,
             device="cpu",
-            seed=chat_seed,  # the decoding settings: the chat_config.json just saved
+            seed=chat_seed,  # the decoding settings: those just saved
         )
         if mode == "script":
             result.transcript = _play_script(session, out)

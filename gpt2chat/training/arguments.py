@@ -107,10 +107,13 @@ class ModelArguments:
         },
     )
     use_token_type_ids: str = field(
-        default="auto",
+        default="false",
         metadata={
-            "help": "Feed token_type_ids (the speaker of each position) to the model: 'auto' "
-            "(when its forward accepts them: GPT-2 yes, Llama-style no), 'true' or 'false'.",
+            "help": "Feed token_type_ids (the speaker of each position) to the model, as the "
+            "original recipe did: 'true' (GPT-2 takes them), 'false' (the default: vLLM, "
+            "llama.cpp and transformers' pipeline feed input_ids only, so the model chats the "
+            "same there) or 'auto' (when the model's forward accepts them). Recorded in the "
+            "saved chat_config.json; chat, serve, eval and export follow it.",
             "choices": ["auto", "true", "false"],
         },
     )

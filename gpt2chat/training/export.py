@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..chat.settings import ChatSettings
+from ..tokens import CONFIG_KEY, get_speaker_tokens
 from .arguments import ModelArguments
 from .modeling import is_adapter_dir, load_model, load_tokenizer_for, merge_adapter, resolve_dtype
 
@@ -20,7 +21,9 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
 
     A LoRA adapter folder is merged into its base model (the trained speaker-token rows
     included); a ``.gguf`` file is saved dequantized; the tokenizer (chat template, speaker
-    tokens), the model card and the chat settings (``chat_config.json``) are copied along.
+    tokens), the model card and the settings saved with it (the decoding fields of
+    ``generation_config.json``, gpt2chat's ``chat_config.json`` with the token-type record) are
+    copied along; the generation config stops at ``<eos>`` or ``<sp1>``.
     """
     source = Path(model)
     out = Path(output_dir)
@@ -38,6 +41,10 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
         merged = merged.to(resolve_dtype(torch_dtype))
     if getattr(merged.config, "quantization_config", None) is not None:
         raise ValueError(f"{model} is quantized; export a full-precision model instead.")
+    tokens = get_speaker_tokens(tokenizer) if CONFIG_KEY in tokenizer.init_kwargs else None
+    if tokens is not None:  # where a reply ends, for every engine that reads the folder
+        merged.generation_config.eos_token_id = list(tokens.reply_stop_ids)
+        merged.generation_config.pad_token_id = tokens.pad_token_id
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
@@ -52,7 +59,7 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
             )
         (out / "README.md").write_text(text, encoding="utf-8")
     settings = ChatSettings.from_pretrained(source) if source.is_dir() else None
-    if settings is not None:  # the chat settings travel with the model
-        settings.save_pretrained(out)
+    if settings is not None:  # the settings travel with the model
+        settings.save_pretrained(out, generation_config=merged.generation_config, tokens=tokens)
     logger.info("Exported %s to %s", model, out)
     return str(out)

@@ -22,7 +22,8 @@ class ModelCardInfo:
         metrics: final evaluation metrics, ``{name: value}``.
         peft: LoRA settings when an adapter was trained, else ``None``.
         speaker_tokens: ``{"bos_token", "sp1_token", "sp2_token"}``.
-        use_token_type_ids: whether the model was fed ``token_type_ids``.
+        use_token_type_ids: whether the model was fed ``token_type_ids`` (then the card sends
+            readers to gpt2chat, the one engine that feeds them).
         license, language, tags: card metadata.
     """
 
@@ -96,43 +97,46 @@ from gpt2chat import ChatSession
 chat = ChatSession.from_pretrained("{repo}")
 print(chat.send("Hi! How was your day?"))
 ```"""
+    text = (
+        "## How to use\n\nWith gpt2chat (`pip install gpt2chat`):\n\n"
+        + chat
+        + f"\n\nor in the terminal: `gpt2chat chat --model_path {repo}`; "
+        f"`gpt2chat serve --model {repo}` serves an OpenAI-compatible API and a web page."
+    )
     if info.use_token_type_ids:
-        types = """
-# The model was trained with token_type_ids: every position carries the id of its speaker
-# token. ChatSession does this for you; with plain transformers:
-speakers = {tokenizer.convert_tokens_to_ids(t) for t in ("<sp1>", "<sp2>")}
-ids = inputs["input_ids"][0].tolist()
-types, current = [], ids[0]  # a persona after <bos> takes the <bos> id
-for i in ids:
-    current = i if i in speakers else current
-    types.append(current)
-types[0] = next((i for i in ids if i in speakers), ids[0])  # <bos>: the first speaker's
-inputs["token_type_ids"] = torch.tensor([types])
-""".replace("<sp1>", info.speaker_tokens.get("sp1_token", "<sp1>")).replace(
-            "<sp2>", info.speaker_tokens.get("sp2_token", "<sp2>")
+        return text + (
+            "\n\nThis model was trained with `token_type_ids` (the speaker of every position, "
+            "the original recipe's option), recorded in `chat_config.json`. gpt2chat feeds them; "
+            "transformers' `pipeline`, vLLM and llama.cpp feed `input_ids` only, so the model "
+            "chats differently there. To serve it with those engines, train with "
+            "`--use_token_type_ids false` (the default)."
         )
-    else:
-        types = ""
+    if info.peft:
+        return text + (
+            "\n\nFor other engines, merge the adapter first (`gpt2chat export`, above): the "
+            "merged folder loads like any transformers model."
+        )
+    window = int(info.training.get("max_turns", 5))
     plain = f"""```python
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{repo}")
 model = AutoModelForCausalLM.from_pretrained("{repo}")
 messages = [{{"role": "user", "content": "Hi! How was your day?"}}]
+# Trained on windows of {window} utterances: the prompt keeps the last {window - 1} messages.
 inputs = tokenizer.apply_chat_template(
-    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    messages[-{window - 1}:], add_generation_prompt=True, return_tensors="pt", return_dict=True
 )
-{types}output = model.generate(**inputs, max_new_tokens=40, do_sample=True, top_p=0.8)
+# generation_config.json holds the decoding settings and stops at the end of the reply.
+output = model.generate(**inputs)
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```"""
-    return (
-        "## How to use\n\nWith gpt2chat (`pip install gpt2chat`):\n\n"
-        + chat
-        + "\n\nor in the terminal: `gpt2chat chat --model_path "
-        + repo
-        + "`.\n\nWith plain transformers (the chat template and the speaker tokens are saved with "
-        "the tokenizer):\n\n" + plain
+    return text + (
+        "\n\nWith plain transformers (the chat template is saved with the tokenizer; the "
+        "decoding settings and the stop tokens, `<eos>` and the user's speaker token, are in "
+        "`generation_config.json`):\n\n" + plain + "\n\nvLLM reads the same files: "
+        f"`vllm serve {repo}`. Context guidance and reranking, if set in `chat_config.json`, "
+        "are gpt2chat's own and apply only through gpt2chat."
     )
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import datasets
 
 from ..data import load_dialogues
-from ..tokens import add_speaker_tokens, get_speaker_tokens, load_tokenizer
+from ..extend import add_speaker_tokens
+from ..tokens import get_speaker_tokens, load_tokenizer
 from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
 from .modeling import load_tokenizer_for, merge_adapter
 from .trainer import DialogueTrainer

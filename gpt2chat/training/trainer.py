@@ -22,9 +22,10 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from ..chat.settings import ChatSettings
 from ..collator import DialogueCollator
+from ..extend import add_speaker_tokens
 from ..features import prepare_dataset
 from ..render import IGNORE_INDEX
-from ..tokens import CONFIG_KEY, SpeakerTokens, add_speaker_tokens, get_speaker_tokens
+from ..tokens import CONFIG_KEY, SpeakerTokens, get_speaker_tokens
 from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
 from .checkpoints import CheckpointMixin, resolve_checkpoint
 from .model_card import ModelCardInfo, render_model_card
@@ -120,8 +121,10 @@ class DialogueTrainer(CheckpointMixin, Trainer):
         data_args: how raw dialogues are rendered (:class:`DataArguments`).
         peft_config: :class:`LoraArguments` (used when ``use_peft``) or a ``peft.PeftConfig``:
             train a LoRA adapter; the speaker tokens' embedding rows are trained too.
-        use_token_type_ids: feed ``token_type_ids`` to the model; default: when its forward
-            accepts them (or ``model_args.use_token_type_ids``). The same rule holds in evaluation.
+        use_token_type_ids: feed ``token_type_ids`` (the speaker of each position) to the
+            model, as the original recipe does; default ``model_args.use_token_type_ids``
+            (``False``: other engines feed ``input_ids`` only). Saved in ``chat_config.json``,
+            which chat, serve, eval and export follow.
         **kwargs: passed to :class:`transformers.Trainer` (``callbacks``, ``optimizers``...).
 
     Evaluation reports ``eval_loss`` and ``eval_perplexity = exp(eval_loss)`` computed
@@ -487,14 +490,20 @@ class DialogueTrainer(CheckpointMixin, Trainer):
         """Save as the parent does, then write the model card (``README.md``) beside it."""
         super().save_model(output_dir, _internal_call=_internal_call)
         if self.args.should_save:
-            self.write_model_card(output_dir or self.args.output_dir)
-            self.chat_settings().save_pretrained(output_dir or self.args.output_dir)
+            folder = output_dir or self.args.output_dir
+            self.write_model_card(folder)
+            self.chat_settings().save_pretrained(
+                folder,
+                generation_config=unwrap_peft(self.model).generation_config,
+                tokens=self.speaker_tokens,
+            )
 
     def chat_settings(self) -> ChatSettings:
-        """The decoding settings saved with the model (``chat_config.json``, read by
-        ``ChatSession.from_pretrained``, ``gpt2chat chat`` and ``serve``): the base model's own,
-        when it has them (fine-tuning the demo model keeps its decoding), with this training's
-        ``max_turns``, so that chat sees the history window the model learned from."""
+        """The settings saved with the model (``generation_config.json`` and ``chat_config.json``,
+        read by ``ChatSession.from_pretrained``, ``gpt2chat chat``, ``serve`` and ``eval``): the
+        base model's decoding, when it has saved settings (fine-tuning the demo model keeps its
+        decoding), with this training's ``max_turns`` (chat sees the history window the model
+        learned from) and whether it fed ``token_type_ids``."""
         base = getattr(unwrap_peft(self.model).config, "name_or_path", None)
         saved = None
         if base:
@@ -503,7 +512,9 @@ class DialogueTrainer(CheckpointMixin, Trainer):
             except ValueError as err:  # a broken file in the base folder: not worth failing
                 logger.warning("Ignoring the base model's chat settings: %s", err)
         return dataclasses.replace(
-            saved or ChatSettings(), max_turns=max(2, self.data_args.max_turns)
+            saved or ChatSettings(),
+            max_turns=max(2, self.data_args.max_turns),
+            use_token_type_ids=self.use_token_type_ids,
         )
 
     def create_model_card(

@@ -1,4 +1,5 @@
-"""ChatSettings: the chat_config.json saved with a model, read by ChatSession.from_pretrained and
+"""ChatSettings: the settings saved with a model (the standard decoding fields in
+generation_config.json, gpt2chat's own in chat_config.json), read by ChatSession.from_pretrained and
 ``gpt2chat chat`` (``serve``: tests/serve/test_api.py)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 from gpt2chat import ChatSession, ChatSettings
 from gpt2chat.chat import CHAT_CONFIG_NAME
+from gpt2chat.chat.settings import CHAT_FIELDS, GENERATION_FIELDS
 from gpt2chat.cli import main
 
 from .conftest import save_chat_folder
@@ -40,6 +42,9 @@ def tuned_dir(tmp_path_factory):
     return folder
 
 
+SHOWN = set(GENERATION_FIELDS + CHAT_FIELDS) - {"top_k", "use_token_type_ids"}
+
+
 def session_settings(chat: ChatSession) -> dict:
     config = chat.generation_config
     return {
@@ -61,8 +66,21 @@ def test_save_and_load_round_trip(tmp_path):
     path = DEMO_LIKE.save_pretrained(tmp_path / "new-folder")
     assert path.name == CHAT_CONFIG_NAME
     data = json.loads(path.read_text())
-    assert data["format"] == "gpt2chat-chat-config" and data["top_p"] == 0.9
+    assert data["format"] == "gpt2chat-chat-config" and data["version"] == 2
+    generation = json.loads((path.parent / "generation_config.json").read_text())
+    assert generation["top_p"] == 0.9 and generation["repetition_penalty"] == 1.2
+    assert generation["do_sample"] is True and generation["top_k"] == 0  # 0: off, written
+    # One source of truth: each field in exactly one file, the standard ones where engines look.
+    assert set(GENERATION_FIELDS) <= set(generation) and not set(GENERATION_FIELDS) & set(data)
+    assert set(CHAT_FIELDS) == set(data) - {"format", "version"}
+    assert not set(CHAT_FIELDS) & set(generation)
     assert ChatSettings.from_pretrained(path.parent) == DEMO_LIKE
+    from transformers import GenerationConfig
+
+    loaded = GenerationConfig.from_pretrained(path.parent)  # what transformers' generate uses
+    assert (loaded.do_sample, loaded.top_p, loaded.temperature, loaded.max_new_tokens) == (
+        True, 0.9, 0.7, 12
+    )  # fmt: skip
     assert ChatSettings.from_pretrained(tmp_path) is None  # a folder without one
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
@@ -111,9 +129,70 @@ def test_a_bad_file_is_named_in_the_error(tmp_path, content, match):
     assert str(path) in str(err.value)
 
 
+def test_greedy_settings_leave_the_sampling_fields_out(tmp_path):
+    """transformers refuses to save sampling values under greedy decoding: they are left out,
+    and read back as the defaults."""
+    ChatSettings(do_sample=False, max_new_tokens=20).save_pretrained(tmp_path)
+    generation = json.loads((tmp_path / "generation_config.json").read_text())
+    assert generation["do_sample"] is False and generation["max_new_tokens"] == 20
+    assert not {"temperature", "top_p", "top_k"} & set(generation)
+    assert ChatSettings.from_pretrained(tmp_path) == ChatSettings(
+        do_sample=False, max_new_tokens=20
+    )
+
+
+def test_saving_keeps_the_folders_ids_and_sets_the_stop_ids(tmp_path):
+    from transformers import GenerationConfig
+
+    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2).save_pretrained(tmp_path)
+    ChatSettings().save_pretrained(tmp_path)
+    kept = json.loads((tmp_path / "generation_config.json").read_text())
+    assert (kept["bos_token_id"], kept["eos_token_id"], kept["top_p"]) == (1, 2, 0.8)
+
+    class Tokens:  # the fields save_pretrained reads from a SpeakerTokens
+        reply_stop_ids, bos_token_id, pad_token_id = (7, 9), 8, 7
+
+    ChatSettings().save_pretrained(tmp_path, tokens=Tokens())
+    stops = json.loads((tmp_path / "generation_config.json").read_text())
+    assert (stops["eos_token_id"], stops["bos_token_id"], stops["pad_token_id"]) == ([7, 9], 8, 7)
+
+
+def test_a_version_1_file_with_every_field_is_still_read(tmp_path):
+    (tmp_path / CHAT_CONFIG_NAME).write_text(
+        json.dumps({"format": "gpt2chat-chat-config", "version": 1, "top_p": 0.6, "max_turns": 4})
+    )
+    assert ChatSettings.from_pretrained(tmp_path) == ChatSettings(top_p=0.6, max_turns=4)
+
+
+@pytest.mark.parametrize(
+    ("generation", "match"),
+    [
+        ({"do_sample": True, "top_p": 1.5}, r"`top_p` must be in \(0, 1\], got 1.5"),
+        ({"do_sample": "yes"}, "`do_sample` must be true or false"),
+        ([1, 2], "not a generation config"),
+    ],
+)
+def test_a_bad_generation_config_is_named_in_the_error(tmp_path, generation, match):
+    ChatSettings().save_pretrained(tmp_path)
+    path = tmp_path / "generation_config.json"
+    path.write_text(json.dumps(generation))
+    with pytest.raises(ValueError, match=match) as err:
+        ChatSettings.from_pretrained(tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_a_standard_field_in_chat_config_is_sent_to_generation_config(tmp_path):
+    path = tmp_path / CHAT_CONFIG_NAME
+    path.write_text(json.dumps({"format": "gpt2chat-chat-config", "version": 2, "top_p": 0.9}))
+    with pytest.raises(ValueError, match=r"top_p belong.* in generation_config\.json") as err:
+        ChatSettings.from_pretrained(tmp_path)
+    assert str(path) in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"use_token_type_ids": "yes"}, "use_token_type_ids"),
         ({"temperature": 0}, "temperature"),
         ({"temperature": 1e-40}, r"`temperature` must be >= 0\.001"),
         ({"num_candidates": 65}, "num_candidates"),
@@ -148,13 +227,44 @@ def test_explicit_options_win_and_rule_out_what_they_conflict_with():
 # --------------------------------------------------------------------------- ChatSession
 def test_from_pretrained_decodes_with_the_saved_settings(tuned_dir, plain_dir):
     chat = ChatSession.from_pretrained(tuned_dir, device="cpu")
-    assert session_settings(chat) == {k: v for k, v in DEMO_LIKE.to_dict().items() if k != "top_k"}
+    assert session_settings(chat) == {k: v for k, v in DEMO_LIKE.to_dict().items() if k in SHOWN}
     plain = ChatSession.from_pretrained(plain_dir, device="cpu")
     assert session_settings(plain) == {
-        k: v for k, v in ChatSettings().to_dict().items() if k != "top_k"
+        k: v for k, v in ChatSettings().to_dict().items() if k in SHOWN
     }
     ignored = ChatSession.from_pretrained(tuned_dir, device="cpu", chat_config=False)
     assert session_settings(ignored) == session_settings(plain)
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_the_session_follows_the_token_type_record(tmp_path, recorded, caplog):
+    """What training recorded decides whether token types are fed, with or without the saved
+    decoding settings; explicit arguments still win."""
+    folder = save_chat_folder(tmp_path / "model")
+    ChatSettings(use_token_type_ids=recorded).save_pretrained(folder)
+    with caplog.at_level("WARNING", logger="gpt2chat"):
+        assert ChatSession.from_pretrained(folder, device="cpu").use_token_type_ids is recorded
+        off = ChatSession.from_pretrained(folder, device="cpu", chat_config=False)
+        assert off.use_token_type_ids is recorded
+        chat = ChatSession.from_pretrained(folder, device="cpu", use_token_type_ids=not recorded)
+        assert chat.use_token_type_ids is (not recorded)
+        # A model loaded from the folder carries the record to a session built on it.
+        assert ChatSession(chat.model, chat.tokenizer).use_token_type_ids is recorded
+    assert "No record" not in caplog.text
+
+
+def test_a_folder_with_no_record_keeps_the_old_rule_and_says_so(plain_dir, caplog):
+    with caplog.at_level("WARNING", logger="gpt2chat"):
+        chat = ChatSession.from_pretrained(plain_dir, device="cpu")
+    assert chat.use_token_type_ids is True  # GPT-2's forward takes them: fed, as before
+    assert "No record of whether this model was trained with token_type_ids" in caplog.text
+
+
+def test_token_types_for_a_model_that_takes_none_is_an_error():
+    from gpt2chat.chat import session as session_module
+
+    with pytest.raises(ValueError, match="forward takes no token_type_ids"):
+        session_module._token_type_choice(True, {"input_ids"})
 
 
 def test_the_session_describes_its_decoding(tuned_dir, plain_dir):
@@ -209,7 +319,7 @@ def _cli_session(monkeypatch, argv: list[str]) -> ChatSession:
 
 def test_cli_chat_without_flags_uses_the_saved_settings(tuned_dir, monkeypatch):
     chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir)])
-    assert session_settings(chat) == {k: v for k, v in DEMO_LIKE.to_dict().items() if k != "top_k"}
+    assert session_settings(chat) == {k: v for k, v in DEMO_LIKE.to_dict().items() if k in SHOWN}
     chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir), "--temperature", "0.9"])
     assert chat.generation_config.temperature == 0.9 and chat.num_candidates == 3
     chat = _cli_session(monkeypatch, ["--model_path", str(tuned_dir), "--greedy"])

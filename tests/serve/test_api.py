@@ -643,6 +643,33 @@ def test_the_model_folders_chat_settings_are_the_defaults(model_dir, reference, 
         assert shown["defaults"]["num_candidates"] == 1 and shown["max_turns"] == 5
 
 
+@pytest.mark.parametrize("recorded", [False, True])
+def test_the_server_follows_the_token_type_record(model_dir, reference, tmp_path, recorded):
+    """What training recorded decides whether requests feed token types, with or without the
+    saved decoding settings."""
+    import shutil
+
+    from gpt2chat import ChatSettings
+    from gpt2chat.chat.session import ChatSession
+    from gpt2chat.serve import ServeSettings, create_app
+
+    folder = tmp_path / "recorded"
+    shutil.copytree(model_dir, folder)
+    ChatSettings(use_token_type_ids=recorded).save_pretrained(folder)
+    for chat_config in (True, False):
+        app = create_app(folder, ServeSettings(device="cpu", chat_config=chat_config))
+        assert app.state.engine.use_token_type_ids is recorded
+    session = ChatSession(
+        reference.model, reference.tokenizer, use_token_type_ids=recorded, do_sample=False
+    )
+    expected = session.send("Hello there!")
+    with LiveServer(app) as live:
+        body = {"messages": [user("Hello there!")], "temperature": 0}
+        response = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == expected
+
+
 # --------------------------------------------------------------------------- the CLI
 def free_port() -> int:
     with socket.socket() as sock:

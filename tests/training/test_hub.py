@@ -83,4 +83,13 @@ def test_card_renders_every_section():
     )
     assert "[`gpt2`]" in card and "Persona-Chat" in card and "| `eval_perplexity` | 12.18 |" in card
     assert "gpt2chat export" in card and "`<s> [persona] <u> user <b> bot" in card
-    assert '("<u>", "<b>")' in card  # the token-type snippet uses the model's tokens
+    # Trained with token types: no plain-transformers snippet (other engines cannot feed them);
+    # the card says so and sends readers to gpt2chat.
+    assert "trained with `token_type_ids`" in card and "AutoModelForCausalLM" not in card
+    plain = render_model_card(
+        ModelCardInfo(model_name="b", repo_id="me/b", training={"max_turns": 3})
+    )
+    assert "AutoModelForCausalLM" in plain and "messages[-2:]" in plain  # the trained window
+    assert "vllm serve me/b" in plain
+    adapter = render_model_card(ModelCardInfo(model_name="a", repo_id="me/a", peft={"lora_r": 4}))
+    assert "merge the adapter first" in adapter and "AutoModelForCausalLM" not in adapter

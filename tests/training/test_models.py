@@ -36,9 +36,13 @@ def make(tmp_path, model, **kwargs):
     )
 
 
-def test_gpt2_gets_token_type_ids_and_evaluation_uses_them(tmp_path):
-    trainer = make(tmp_path, tiny_model())
-    assert accepts_token_type_ids(trainer.model) and trainer.use_token_type_ids
+def test_gpt2_gets_token_type_ids_when_asked_and_evaluation_uses_them(tmp_path):
+    default = make(tmp_path, tiny_model())  # off by default: other engines feed input_ids only
+    assert accepts_token_type_ids(default.model) and not default.use_token_type_ids
+    auto = make(tmp_path, tiny_model(), model_args=ModelArguments(use_token_type_ids="auto"))
+    assert auto.use_token_type_ids  # auto: when the forward takes them
+    trainer = make(tmp_path, tiny_model(), use_token_type_ids=True)
+    assert trainer.use_token_type_ids
     batch = trainer.data_collator([trainer.eval_dataset[0], trainer.eval_dataset[1]])
     assert "token_type_ids" in batch
     with_types = trainer.evaluate()["eval_perplexity"]

@@ -45,7 +45,7 @@ def test_lora_trains_adapter_and_speaker_rows_then_loads_and_merges(tmp_path):
     assert (out / "adapter_config.json").is_file() and (out / "README.md").is_file()
     assert "library_name: peft" in (out / "README.md").read_text()
     example = trainer.train_dataset[0]
-    inputs = {k: torch.tensor([example[k]]) for k in ("input_ids", "token_type_ids")}
+    inputs = {"input_ids": torch.tensor([example["input_ids"]])}  # trained without token types
     trainer.model.eval()
     with torch.no_grad():
         expected = trainer.model(**inputs).logits
@@ -65,8 +65,16 @@ def test_lora_trains_adapter_and_speaker_rows_then_loads_and_merges(tmp_path):
     from gpt2chat import ChatSettings
 
     saved = ChatSettings.from_pretrained(out)  # the training's window, beside the adapter
-    assert saved == ChatSettings(max_turns=DataArguments().max_turns)
+    assert saved == ChatSettings(max_turns=DataArguments().max_turns, use_token_type_ids=False)
     assert ChatSettings.from_pretrained(merged_dir) == saved  # and copied by export
+    import json
+
+    for folder in (out, merged_dir):  # where a reply ends, for any engine reading the folder
+        generation = json.loads((folder / "generation_config.json").read_text())
+        assert generation["eos_token_id"] == [tokens.eos_token_id, tokens.sp1_token_id]
+    from gpt2chat import ChatSession
+
+    assert ChatSession.from_pretrained(merged_dir, device="cpu").use_token_type_ids is False
     with torch.no_grad():
         torch.testing.assert_close(plain(**inputs).logits, expected, rtol=1e-4, atol=1e-4)
 

@@ -105,7 +105,8 @@ def test_best_checkpoint_has_the_lowest_eval_loss_and_is_loaded_at_the_end(run):
 
 def test_perplexity_is_token_weighted_and_matches_an_independent_computation(run):
     trainer, metrics = run["trainer"], run["final"]
-    ppl, count = manual_perplexity(trainer.model, trainer.eval_dataset, use_token_type_ids=True)
+    assert not trainer.use_token_type_ids  # the default: input_ids only, as other engines feed
+    ppl, count = manual_perplexity(trainer.model, trainer.eval_dataset, use_token_type_ids=False)
     assert metrics["eval_tokens"] == count
     assert metrics["eval_perplexity"] == pytest.approx(ppl, rel=1e-5)
     assert metrics["eval_perplexity"] == pytest.approx(
@@ -130,10 +131,7 @@ def test_checkpoint_loads_with_plain_transformers(run):
     )
     assert ids["input_ids"] == render_messages(messages, tokenizer)["input_ids"]
     example = run["trainer"].eval_dataset[0]
-    inputs = {
-        "input_ids": torch.tensor([example["input_ids"]]),
-        "token_type_ids": torch.tensor([example["token_type_ids"]]),
-    }
+    inputs = {"input_ids": torch.tensor([example["input_ids"]])}
     with torch.no_grad():
         expected = run["trainer"].model(**inputs).logits
         torch.testing.assert_close(model(**inputs).logits, expected)
@@ -154,7 +152,16 @@ def test_saves_chat_settings_with_the_training_window(run, tmp_path):
 
     from gpt2chat import ChatSettings
 
-    assert ChatSettings.from_pretrained(run["out"] / "checkpoint-4") == ChatSettings(max_turns=5)
+    saved = ChatSettings.from_pretrained(run["out"] / "checkpoint-4")
+    assert saved == ChatSettings(max_turns=5, use_token_type_ids=False)
+    import json
+
+    tokens = run["trainer"].speaker_tokens
+    generation = json.loads((run["out"] / "checkpoint-4" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [tokens.eos_token_id, tokens.sp1_token_id]
+    assert (generation["do_sample"], generation["top_p"], generation["max_new_tokens"]) == (
+        True, 0.8, 64
+    )  # fmt: skip
     base = tmp_path / "base"
     tiny_model().save_pretrained(base)
     tuned = ChatSettings(max_turns=5, temperature=0.7, top_p=0.9, num_candidates=4)
@@ -168,7 +175,9 @@ def test_saves_chat_settings_with_the_training_window(run, tmp_path):
     )
     trainer.save_model()
     saved = ChatSettings.from_pretrained(tmp_path / "out")
-    assert saved == ChatSettings(max_turns=3, temperature=0.7, top_p=0.9, num_candidates=4)
+    assert saved == ChatSettings(
+        max_turns=3, temperature=0.7, top_p=0.9, num_candidates=4, use_token_type_ids=False
+    )
 
 
 def _short_run(tmp_path, batch_size: int, accumulation: int, steps: int = 3):
