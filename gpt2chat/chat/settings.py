@@ -278,10 +278,10 @@ class ChatSettings:
         sampling = data.get("do_sample", False)
         values: dict[str, Any] = {"do_sample": sampling}
         for key in ("temperature", "top_p", "top_k"):
-            if key in data and data[key] is not None:
-                values[key] = data[key]
-            elif sampling is True:
-                values[key] = _GENERATE_DEFAULTS[key]
+            if sampling is not True:
+                break  # unused under greedy decoding (transformers ignores them too)
+            value = data.get(key)
+            values[key] = _GENERATE_DEFAULTS[key] if value is None else value
         penalty = data.get("repetition_penalty")
         values["repetition_penalty"] = None if penalty in (None, 1, 1.0) else penalty
         if data.get("max_new_tokens") is not None:

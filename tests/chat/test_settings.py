@@ -141,6 +141,16 @@ def test_greedy_settings_leave_the_sampling_fields_out(tmp_path):
     )
 
 
+def test_sampling_fields_are_unused_under_greedy_decoding(tmp_path):
+    ChatSettings().save_pretrained(tmp_path)
+    path = tmp_path / "generation_config.json"
+    path.write_text(json.dumps({"do_sample": False, "temperature": 0.0, "top_k": 50}))
+    assert ChatSettings.from_pretrained(tmp_path) == ChatSettings(do_sample=False)
+    path.write_text(json.dumps({"do_sample": True}))  # absent: what generate uses
+    loaded = ChatSettings.from_pretrained(tmp_path)
+    assert (loaded.temperature, loaded.top_p, loaded.top_k) == (1.0, 1.0, 50)
+
+
 def test_saving_keeps_the_folders_ids_and_sets_the_stop_ids(tmp_path):
     from transformers import GenerationConfig
 
