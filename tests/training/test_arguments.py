@@ -12,6 +12,7 @@ from gpt2chat.training.arguments import (
     DialogueTrainingArguments,
     LoraArguments,
     ModelArguments,
+    apply_config_overrides,
     parse_config_overrides,
 )
 
@@ -132,6 +133,27 @@ def test_config_overrides():
     }  # fmt: skip
     with pytest.raises(ValueError, match="is not key=value"):
         parse_config_overrides("n_layer")
+
+
+def test_config_overrides_apply_with_update_from_string():
+    """PretrainedConfig.update_from_string types each value by the field it replaces; an unset
+    field takes JSON; every error names --config_overrides."""
+    from transformers import GPT2Config
+
+    config = apply_config_overrides(
+        GPT2Config(), "n_layer=2, n_embd=64,scale_attn_weights=false,resid_pdrop=0.5,n_inner=96"
+    )
+    assert (config.n_layer, config.n_embd, config.resid_pdrop, config.n_inner) == (2, 64, 0.5, 96)
+    assert config.scale_attn_weights is False
+    assert apply_config_overrides(GPT2Config(), "summary_type=mean").summary_type == "mean"
+    with pytest.raises(ValueError, match="is not key=value"):
+        apply_config_overrides(GPT2Config(), "n_layer")
+    with pytest.raises(ValueError, match=r"\['n_layers'\] are not fields of GPT2Config"):
+        apply_config_overrides(GPT2Config(), "n_layers=1")
+    with pytest.raises(ValueError, match=r"--config_overrides 'n_layer=two'.*int, float"):
+        apply_config_overrides(GPT2Config(), "n_layer=two")
+    with pytest.raises(ValueError, match="is not key=value"):
+        ModelArguments(from_scratch_config=".", config_overrides="n_layer")
 
 
 def test_a_single_file_is_split_for_train_and_validation(tmp_path):
