@@ -7,9 +7,17 @@ import math
 
 import pytest
 import sacrebleu
+import torch
 
 from gpt2chat import add_speaker_tokens, evaluate_model, prepare_dataset
-from gpt2chat.evaluation import generate_replies, load_metric, metric_path, reply_contexts
+from gpt2chat.evaluation import (
+    EvalSettings,
+    generate_replies,
+    load_metric,
+    metric_path,
+    reply_contexts,
+    token_nll,
+)
 
 from .training.helpers import (
     daily_dialogues,
@@ -166,3 +174,39 @@ def test_evaluation_follows_what_training_recorded(tmp_path, recorded):
     features = prepare_dataset(data, tokenizer, max_len=48)
     ppl, _ = manual_perplexity(loaded, features, use_token_type_ids=recorded)
     assert report.rows[-1].perplexity == pytest.approx(ppl, rel=1e-5)
+
+
+def test_token_nll_matches_cross_entropy():
+    """The per-example NLL that the trainer's evaluation and evaluate_model both sum."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[0, :4] = -100
+    labels[2, :] = -100
+    sums, counts = token_nll(logits, labels)
+    assert counts.tolist() == [3, 6, 0]
+    mean = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    assert float(sums.sum() / counts.sum()) == pytest.approx(float(mean), rel=1e-6)
+
+
+def test_evaluate_model_takes_settings_and_prepared_features():
+    """One EvalSettings instead of keywords; prepared features are scored as they are."""
+    tokenizer = gpt2_tokenizer()
+    model = tiny_model()
+    add_speaker_tokens(tokenizer, model)
+    features = prepare_dataset(daily_dialogues("test", n=3), tokenizer, max_len=48)
+    settings = EvalSettings(max_len=48, num_samples=0, use_cpu=True, use_token_type_ids=False)
+    report = evaluate_model(model, tokenizer, features, settings, batch_size=2)
+    ppl, count = manual_perplexity(model, features, use_token_type_ids=False)
+    assert report.overall.tokens == count
+    assert report.overall.perplexity == pytest.approx(ppl, rel=1e-5)
+    assert report.settings["token_type_ids"] is False and report.overall.samples == 0
+    with pytest.raises(TypeError):
+        evaluate_model(model, tokenizer, features, settings, no_such_setting=1)
+    with pytest.raises(ValueError, match="--max_turns must be >= 1"):
+        EvalSettings(max_turns=0)
+    llama = tiny_llama(len(tokenizer))
+    with pytest.raises(ValueError, match="takes no token_type_ids"):
+        evaluate_model(llama, tokenizer, features, settings, use_token_type_ids=True)

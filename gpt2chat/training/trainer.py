@@ -1,10 +1,12 @@
 """:class:`DialogueTrainer`: :class:`transformers.Trainer` for dialogue fine-tuning.
 
-Thin on purpose: it loads the model when given a name, adds the speaker tokens, renders raw
-dialogue datasets with :func:`gpt2chat.prepare_dataset`, pads with
-:class:`gpt2chat.DialogueCollator`, and reports a token-weighted evaluation loss and perplexity.
-The model computes the training loss (``num_items_in_batch`` keeps it exact under gradient
-accumulation and across processes); everything else is ``transformers.Trainer``.
+Thin on purpose: it owns the wiring (load the model when given a name, feed it the features
+of :mod:`gpt2chat.training.inputs`, pad with :class:`gpt2chat.DialogueCollator`), the
+reply-only training loss, and a token-weighted evaluation loss and perplexity. What is saved
+beside the weights (model card, chat settings) is :mod:`gpt2chat.training.saving`; evaluation
+after training is :mod:`gpt2chat.evaluation`. The model computes the training loss
+(``num_items_in_batch`` keeps it exact under gradient accumulation and across processes);
+everything else is ``transformers.Trainer``.
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ import datasets
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from ..chat.settings import ChatSettings
 from ..collator import DialogueCollator
-from ..extend import add_speaker_tokens
-from ..features import prepare_dataset
+from ..evaluation.perplexity import token_nll
 from ..render import IGNORE_INDEX
-from ..tokens import CONFIG_KEY, SpeakerTokens, get_speaker_tokens
+from . import saving
 from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
 from .checkpoints import CheckpointMixin, resolve_checkpoint
-from .model_card import ModelCardInfo, render_model_card
+from .inputs import (
+    dataset_sources,
+    extend_for_dialogue,
+    features_cache_file,
+    fit_context,
+    is_raw,
+    prepared_features,
+)
+from .model_card import ModelCardInfo
 from .modeling import (
     accepts_token_type_ids,
     apply_lora,
@@ -40,45 +48,7 @@ from .modeling import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DialogueTrainer", "resolve_checkpoint", "token_nll"]
-
-CARD_NAME = "README.md"
-
-
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example summed next-token NLL and number of supervised tokens (float64).
-
-    Position ``t`` predicts ``labels[t + 1]``, as in the model's own causal-LM loss; ``-100``
-    labels are ignored.
-    """
-    shift_labels = labels[:, 1:]
-    sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=labels.device)
-    for i in range(labels.shape[0]):  # one row at a time: float32 logits of a row only
-        row = torch.nn.functional.cross_entropy(
-            logits[i, :-1].float(),
-            shift_labels[i].long(),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        sums[i] = row.double()
-    counts = (shift_labels != IGNORE_INDEX).sum(dim=1).to(torch.float64)
-    return sums, counts
-
-
-def _content_hash(ds: datasets.Dataset) -> str:
-    """A hash of a dataset's rows (its fingerprint is not always the same in every process)."""
-    import pyarrow as pa
-    from datasets.fingerprint import Hasher
-
-    table = ds.with_format(None).data.table
-    if ds._indices is not None:
-        table = ds.flatten_indices().data.table
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    hasher = Hasher()
-    hasher.update(sink.getvalue().to_pybytes())
-    return hasher.hexdigest()
+__all__ = ["DialogueTrainer", "resolve_checkpoint"]
 
 
 class _TokenNLL:
@@ -91,15 +61,6 @@ class _TokenNLL:
     def add(self, stats: torch.Tensor) -> None:
         self.nll += float(stats[:, 0].sum().item())
         self.tokens += float(stats[:, 1].sum().item())
-
-
-def _raw(ds) -> bool:
-    """Whether ``ds`` holds dialogues to render (not prepared features)."""
-    return (
-        isinstance(ds, datasets.Dataset)
-        and "utterances" in ds.column_names
-        and "input_ids" not in ds.column_names
-    )
 
 
 class DialogueTrainer(CheckpointMixin, Trainer):
@@ -184,10 +145,10 @@ class DialogueTrainer(CheckpointMixin, Trainer):
             name = getattr(getattr(model, "config", None), "_name_or_path", None)
             self.base_model_name = name or None
 
-        self.speaker_tokens = self._extend(model, tokenizer, model_args)
+        self.speaker_tokens = extend_for_dialogue(model, tokenizer, model_args)
         evals = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
-        if any(_raw(ds) for ds in [train_dataset, *evals]):
-            self.data_args = data_args = self._fit_context(model, data_args)
+        if any(is_raw(ds) for ds in [train_dataset, *evals]):
+            self.data_args = data_args = fit_context(model, data_args)
 
         accepts = accepts_token_type_ids(model)
         if use_token_type_ids is None:
@@ -231,7 +192,7 @@ class DialogueTrainer(CheckpointMixin, Trainer):
             }
         else:
             eval_dataset = self._features(eval_dataset, "eval", tokenizer, n_eval, world, ctx)
-        self.dataset_sources = self._sources(train_dataset)
+        self.dataset_sources = dataset_sources(train_dataset)
 
         if data_collator is None:
             data_collator = DialogueCollator(
@@ -249,115 +210,16 @@ class DialogueTrainer(CheckpointMixin, Trainer):
             **kwargs,
         )
 
-    # ------------------------------------------------------------------ preparation
-    @staticmethod
-    def _extend(model, tokenizer, model_args: ModelArguments) -> SpeakerTokens:
-        rows = unwrap_peft(model).get_input_embeddings().weight.shape[0]
-        if hasattr(model, "peft_config"):  # an adapter model: its tokens were added before
-            tokens = get_speaker_tokens(tokenizer)
-            if len(tokenizer) > rows:
-                raise ValueError(
-                    f"The tokenizer has {len(tokenizer)} tokens but the PEFT model's embeddings "
-                    f"{rows} rows: load the tokenizer saved with the adapter."
-                )
-            return tokens
-        wanted = {k: getattr(model_args, k) for k in ("bos_token", "sp1_token", "sp2_token")}
-        recorded = tokenizer.init_kwargs.get(CONFIG_KEY)
-        if recorded:
-            # An extended tokenizer (a gpt2chat checkpoint, `gpt2chat prepare`): its tokens win
-            # over the defaults; explicitly different ones are an error (add_speaker_tokens).
-            defaults = {k: getattr(ModelArguments, k) for k in wanted}
-            wanted = {k: recorded[k] if wanted[k] == defaults[k] else wanted[k] for k in wanted}
-            if len(tokenizer) > rows:
-                # With a base model: grow the embeddings from the mean of the existing rows.
-                model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-        return add_speaker_tokens(tokenizer, model, **wanted)
-
-    @staticmethod
-    def _fit_context(model, data_args: DataArguments) -> DataArguments:
-        """The render settings for raw dialogues: ``max_len`` at most the model's context. The
-        default (1024) shrinks to a smaller context; an explicit larger value is an error.
-        Prepared features are checked by their lengths instead (:meth:`_features`)."""
-        ctx = context_size(model)
-        if ctx is None or data_args.max_len <= ctx:
-            return data_args
-        default = DataArguments.__dataclass_fields__["max_len"].default
-        if data_args.max_len == default:
-            logger.info("max_len: the model's context, %d positions (default %d)", ctx, default)
-            return dataclasses.replace(data_args, max_len=ctx)
-        raise ValueError(
-            f"--max_len {data_args.max_len} is larger than the model's context ({ctx} "
-            f"positions): pass --max_len {ctx} or less."
-        )
-
     def _features(self, ds, label, tokenizer, max_samples, world_size, ctx):
-        if ds is None:
-            return None
-        if not isinstance(ds, datasets.Dataset):
-            raise ValueError(
-                f"The {label} dataset must be a datasets.Dataset, got {type(ds).__name__}."
-            )
-        if "input_ids" in ds.column_names:
-            if "labels" not in ds.column_names:
-                raise ValueError(
-                    f"The {label} dataset has input_ids but no labels: render it with "
-                    "gpt2chat.prepare_dataset (or pass raw dialogues with 'utterances')."
-                )
-            features = ds
-        elif "utterances" in ds.column_names:
-            d = self.data_args
-            features = prepare_dataset(
-                ds,
-                tokenizer,
-                **d.render_kwargs,
-                num_proc=d.preprocessing_num_workers,
-                desc=f"Rendering {label} examples",
-                cache_file_name=self._cache_file(ds, tokenizer, label) if world_size > 1 else None,
-            )
-        else:
-            raise ValueError(
-                f"The {label} dataset has neither 'utterances' (raw dialogues) nor 'input_ids' "
-                f"(prepared features); its columns are {ds.column_names}."
-            )
-        if max_samples is not None and len(features) > max_samples:
-            features = features.select(range(max_samples))
-        if ctx is not None and "length" in features.column_names and len(features):
-            longest = max(features.data.column("length").to_pylist())
-            if longest > ctx:
-                raise ValueError(
-                    f"The {label} dataset has examples of {longest} tokens, more than the model's "
-                    f"context ({ctx} positions): prepare it again with --max_len {ctx} or less."
-                )
-        return features
-
-    def _cache_file(self, dialogues: datasets.Dataset, tokenizer, label: str) -> str:
-        """An Arrow file keyed to the inputs, so the main process renders and the others reuse."""
-        from datasets.fingerprint import Hasher
-
-        from .. import __version__
-
-        d = self.data_args
-        key = Hasher.hash(
-            [
-                _content_hash(dialogues),
-                sorted(tokenizer.get_vocab().items()),
-                self.speaker_tokens.to_dict(),
-                d.max_turns,
-                d.max_len,
-                d.reply_speakers,
-                d.with_persona,
-                __version__,
-            ]
-        )
-        folder = Path(datasets.config.HF_DATASETS_CACHE) / "gpt2chat"
-        folder.mkdir(parents=True, exist_ok=True)
-        return str(folder / f"features-{label.replace(' ', '_')}-{key}.arrow")
-
-    @staticmethod
-    def _sources(ds) -> list[str]:
-        if isinstance(ds, datasets.Dataset) and "source" in ds.column_names:
-            return sorted(s for s in ds.unique("source") if s)
-        return []
+        """:func:`~gpt2chat.training.inputs.prepared_features`; with several processes the
+        main one renders raw dialogues into a cache file the others reuse."""
+        cache = None
+        if world_size > 1 and is_raw(ds):
+            cache = features_cache_file(ds, tokenizer, self.speaker_tokens, self.data_args, label)
+        return prepared_features(
+            ds, label, tokenizer, self.data_args, max_samples=max_samples, ctx=ctx,
+            cache_file_name=cache,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ training
     def train(
@@ -487,35 +349,11 @@ class DialogueTrainer(CheckpointMixin, Trainer):
 
     # ------------------------------------------------------------------ saving and the card
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save as the parent does, then write the model card (``README.md``) beside it."""
+        """Save as the parent does, then write the model card (``README.md``) and the chat
+        settings beside it (:mod:`gpt2chat.training.saving`)."""
         super().save_model(output_dir, _internal_call=_internal_call)
         if self.args.should_save:
-            folder = output_dir or self.args.output_dir
-            self.write_model_card(folder)
-            self.chat_settings().save_pretrained(
-                folder,
-                generation_config=unwrap_peft(self.model).generation_config,
-                tokens=self.speaker_tokens,
-            )
-
-    def chat_settings(self) -> ChatSettings:
-        """The settings saved with the model (``generation_config.json`` and ``chat_config.json``,
-        read by ``ChatSession.from_pretrained``, ``gpt2chat chat``, ``serve`` and ``eval``): the
-        base model's decoding, when it has saved settings (fine-tuning the demo model keeps its
-        decoding), with this training's ``max_turns`` (chat sees the history window the model
-        learned from) and whether it fed ``token_type_ids``."""
-        base = getattr(unwrap_peft(self.model).config, "name_or_path", None)
-        saved = None
-        if base:
-            try:
-                saved = ChatSettings.from_pretrained(base)
-            except ValueError as err:  # a broken file in the base folder: not worth failing
-                logger.warning("Ignoring the base model's chat settings: %s", err)
-        return dataclasses.replace(
-            saved or ChatSettings(),
-            max_turns=max(2, self.data_args.max_turns),
-            use_token_type_ids=self.use_token_type_ids,
-        )
+            saving.save_beside_model(self, output_dir or self.args.output_dir)
 
     def create_model_card(
         self,
@@ -529,111 +367,29 @@ class DialogueTrainer(CheckpointMixin, Trainer):
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
     ) -> None:
-        """Write gpt2chat's card (datasets, settings, final metrics, usage) to ``output_dir``."""
+        """Write gpt2chat's card (datasets, settings, final metrics, usage) to ``output_dir``
+        (``push_to_hub`` calls this)."""
         if not self.is_world_process_zero():
             return
-        datasets_ = [dataset] if isinstance(dataset, str) else dataset
-        self.write_model_card(
+        saving.write_model_card(
+            self,
             self.args.output_dir,
             model_name=model_name,
             base_model=finetuned_from,
             license=license,
             language=language,
             tags=[tags] if isinstance(tags, str) else tags,
-            datasets=datasets_,
+            datasets=[dataset] if isinstance(dataset, str) else dataset,
         )
-
-    def model_card_info(self, **overrides) -> ModelCardInfo:
-        """What the card says, from the trainer's state (``overrides`` replace fields)."""
-        args = self.args
-        repo = args.hub_model_id or str(Path(args.output_dir).resolve())
-        name = (args.hub_model_id or Path(args.output_dir).resolve().name).split("/")[-1]
-        world = max(args.world_size, 1)
-        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-        training = {
-            "learning_rate": args.learning_rate,
-            "lr_scheduler": f"{getattr(args.lr_scheduler_type, 'value', args.lr_scheduler_type)}"
-            + (f" {args.lr_scheduler_kwargs}" if args.lr_scheduler_kwargs else ""),
-            "warmup_steps": args.warmup_steps,
-            "num_train_epochs": args.num_train_epochs,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "processes": world,
-            "total_train_batch_size": args.per_device_train_batch_size
-            * args.gradient_accumulation_steps
-            * world,
-            "optimizer": getattr(args.optim, "value", args.optim),
-            "weight_decay": args.weight_decay,
-            "max_grad_norm": args.max_grad_norm,
-            "precision": precision,
-            "seed": args.seed,
-            "max_len": self.data_args.max_len,
-            "max_turns": self.data_args.max_turns,
-            "reply_speakers": self.data_args.reply_speakers,
-            "with_persona": self.data_args.with_persona,
-            "token_type_ids": self.use_token_type_ids,
-        }
-        if self.state.global_step:
-            training["steps_trained"] = self.state.global_step
-            training["epochs_trained"] = round(float(self.state.epoch or 0), 2)
-        peft = None
-        if self.lora_args is not None:
-            la = self.lora_args
-            peft = {
-                "lora_r": la.lora_r,
-                "lora_alpha": la.lora_alpha,
-                "lora_dropout": la.lora_dropout,
-                "target_modules": la.target_modules_for(
-                    getattr(unwrap_peft(self.model).config, "model_type", None)
-                ),
-                "speaker_token_embeddings_trained": la.lora_train_speaker_embeddings,
-            }
-        t = self.speaker_tokens
-        info = ModelCardInfo(
-            model_name=name,
-            repo_id=repo,
-            base_model=self.base_model_name,
-            datasets=self.dataset_sources
-            or (self.data_args.dataset_names if self.data_args.prepared_dir is None else []),
-            training=training,
-            metrics=self.final_metrics(),
-            peft=peft,
-            speaker_tokens={
-                "bos_token": t.bos_token,
-                "sp1_token": t.sp1_token,
-                "sp2_token": t.sp2_token,
-            },
-            use_token_type_ids=self.use_token_type_ids,
-        )
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(info, key, value)
-        return info
-
-    def final_metrics(self) -> dict[str, float]:
-        """The evaluation metrics of the best checkpoint (else the latest evaluation)."""
-        evals = [h for h in self.state.log_history if "eval_loss" in h]
-        if not evals:
-            return {}
-        chosen = evals[-1]
-        best = self.state.best_global_step
-        if best and self.args.load_best_model_at_end:
-            at_best = [h for h in evals if h.get("step") == best]
-            chosen = at_best[-1] if at_best else chosen
-        keep = ("eval_loss", "eval_perplexity", "eval_tokens", "epoch", "step")
-        metrics = {k: chosen[k] for k in keep if k in chosen}
-        train = [h for h in self.state.log_history if "train_loss" in h]
-        if train:
-            metrics["train_loss"] = train[-1]["train_loss"]
-        return metrics
 
     def write_model_card(self, folder: str, **overrides) -> Path:
-        """Write the card to ``folder/README.md`` (main process only) and return its path."""
-        path = Path(folder) / CARD_NAME
-        if not self.is_world_process_zero():
-            return path
-        if not self.args.hub_model_id:
-            overrides.setdefault("repo_id", str(Path(folder).resolve()))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_model_card(self.model_card_info(**overrides)), encoding="utf-8")
-        return path
+        """:func:`gpt2chat.training.saving.write_model_card` for this trainer."""
+        return saving.write_model_card(self, folder, **overrides)
+
+    def model_card_info(self, **overrides) -> ModelCardInfo:
+        """:func:`gpt2chat.training.saving.model_card_info` for this trainer."""
+        return saving.model_card_info(self, **overrides)
+
+    def chat_settings(self):
+        """:func:`gpt2chat.training.saving.chat_settings` for this trainer."""
+        return saving.chat_settings(self)

@@ -213,19 +213,3 @@ def test_gradient_accumulation_gives_the_large_batch_result(tmp_path):
     assert small_losses == pytest.approx(big_losses, rel=1e-5)
     for (name, a), b in zip(big.state_dict().items(), small.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
-
-
-def test_token_nll_matches_cross_entropy():
-    from gpt2chat.training.trainer import token_nll
-
-    torch.manual_seed(0)
-    logits = torch.randn(3, 7, 11)
-    labels = torch.randint(0, 11, (3, 7))
-    labels[0, :4] = -100
-    labels[2, :] = -100
-    sums, counts = token_nll(logits, labels)
-    assert counts.tolist() == [3, 6, 0]
-    mean = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
-    assert float(sums.sum() / counts.sum()) == pytest.approx(float(mean), rel=1e-6)
