@@ -1,39 +1,35 @@
 """Download, verify and extract the public dialogue datasets (used when ``data_dir`` is None).
 
-Every archive is fetched from its canonical source (table :data:`SOURCES`), checked against the
-SHA-256 published by the project that distributes it, extracted under a cache folder and reused
-from there on later calls, without touching the network.
+Every archive is fetched from its canonical source (table :data:`SOURCES`) by a
+:class:`datasets.DownloadManager`, which downloads, records the SHA-256 and extracts; the hash is
+checked against the one published by the project that distributes the archive. The extracted
+files are reused on later calls without touching the network.
 
 Cache layout (``<root>`` is ``cache_dir``, else ``$GPT2CHAT_CACHE``, else
 ``datasets.config.HF_DATASETS_CACHE / "gpt2chat"``)::
 
-    <root>/<name>/<filename>.part   while downloading
-    <root>/<name>/<filename>        downloaded and verified, removed once extracted
-    <root>/<name>/extracted/        the archive's content
-    <root>/<name>/complete.json     written last: the extraction finished
+    <root>/<name>/downloads/              the DownloadManager's cache: the archive (removed
+                                          once extracted) and downloads/extracted/<hash>/
+    <root>/<name>/complete.json           written last: where the extraction is, its hash
 
 Environment variables:
 
 - ``GPT2CHAT_CACHE``: the cache root (``cache_dir`` wins over it).
-- ``GPT2CHAT_DOWNLOAD_BASE_URL``: a mirror; every archive is then fetched from
-  ``<base>/<filename>``. A mirror must serve the identical files: the checksum still applies.
+- ``GPT2CHAT_DOWNLOAD_BASE_URL``: a mirror (``http(s)://``, ``file://`` or a folder); every
+  archive is then fetched from ``<base>/<filename>``. A mirror must serve the identical files:
+  the checksum still applies.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import http.client
 import json
 import logging
 import lzma
 import os
 import shutil
 import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -46,9 +42,6 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "GPT2CHAT_CACHE"
 BASE_URL_ENV = "GPT2CHAT_DOWNLOAD_BASE_URL"
 MARKER = "complete.json"
-_CHUNK = 1 << 20
-# Failures of the connection (not of the local disk, which keep their own OSError).
-_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -187,45 +180,31 @@ def download_dataset(
         if done is not None:
             logger.debug("%s: using the cached copy in %s", name, done)
             return done
-        extracted = folder / "extracted"
-        marker = folder / MARKER
-        marker.unlink(missing_ok=True)
-        if extracted.exists():
-            shutil.rmtree(extracted)
-
-        archive = folder / spec.filename
-        if not (archive.is_file() and _matches(archive, spec)):
-            url = source_url(name)
-            _download(url, archive, timeout=timeout)
-            _verify(archive, spec, url)
-        target = extracted / spec.subdir if spec.subdir else extracted
+        (folder / MARKER).unlink(missing_ok=True)
+        shutil.rmtree(folder / "extracted", ignore_errors=True)  # the layout before DownloadManager
+        downloads = folder / "downloads"
+        url = source_url(name)
         try:
-            _extract(archive, extracted)
+            extracted = _download_and_extract(url, downloads, spec, timeout=timeout)
+            target = extracted / spec.subdir if spec.subdir else extracted
             if not (target / spec.check_file).is_file():
                 raise ValueError(
-                    f"{archive.name} was extracted but {spec.subdir or '.'}/{spec.check_file} "
+                    f"{spec.filename} was extracted but {spec.subdir or '.'}/{spec.check_file} "
                     f"is missing: the archive does not have the layout of {spec.url}. Pass "
                     "`data_dir` with the dataset's files instead."
                 )
-        except Exception:
-            # A bad archive must not be reused by the next call.
-            archive.unlink(missing_ok=True)
-            shutil.rmtree(extracted, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(downloads, ignore_errors=True)  # a bad archive must not be reused
             raise
-        marker.write_text(
-            json.dumps(
-                {
-                    "name": name,
-                    "url": spec.url,
-                    "filename": spec.filename,
-                    "sha256": spec.sha256,
-                    "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
-        archive.unlink(missing_ok=True)
+        marker = {
+            "name": name,
+            "url": spec.url,
+            "filename": spec.filename,
+            "sha256": spec.sha256,
+            "extracted": extracted.relative_to(folder).as_posix(),
+            "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (folder / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
         logger.info("%s: ready in %s", name, target)
         return target
 
@@ -269,69 +248,88 @@ def _cached(folder: Path, spec: DownloadSpec) -> Path | None:
     if spec.sha256 is not None and info.get("sha256") != spec.sha256:
         logger.info("%s: the cached copy is another version; downloading again", folder.name)
         return None
-    target = folder / "extracted" / spec.subdir if spec.subdir else folder / "extracted"
+    extracted = folder / info.get("extracted", "extracted")  # "extracted": the older layout
+    target = extracted / spec.subdir if spec.subdir else extracted
     return target if (target / spec.check_file).is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _download_and_extract(url: str, downloads: Path, spec: DownloadSpec, *, timeout: float) -> Path:
+    """``DownloadManager.download`` (the SHA-256 recorded and checked), then ``extract``;
+    the downloaded archive is removed once extracted. Returns the extraction folder."""
+    import aiohttp
+    from datasets import DownloadConfig, DownloadManager
 
-
-def _matches(path: Path, spec: DownloadSpec) -> bool:
-    return spec.sha256 is None or _sha256(path) == spec.sha256
-
-
-def _download(url: str, dest: Path, *, timeout: float) -> None:
-    from datasets.utils import tqdm
-
-    part = dest.with_name(dest.name + ".part")
-    logger.info("Downloading %s to %s", url, dest)
-    request = urllib.request.Request(url, headers={"User-Agent": "gpt2chat"})
+    config = DownloadConfig(
+        cache_dir=str(downloads),
+        use_etag=False,  # a downloaded archive is reused as it is (its hash is checked)
+        force_extract=True,  # never reuse a partial extraction
+        user_agent="gpt2chat",
+        download_desc=spec.filename,
+        storage_options={
+            "client_kwargs": {
+                "timeout": aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
+            }
+        },
+    )
+    manager = DownloadManager(download_config=config, record_checksums=spec.sha256 is not None)
+    logger.info("Downloading %s to %s", url, downloads)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, part.open("wb") as out:
-            total = response.headers.get("Content-Length")
-            with tqdm(
-                total=int(total) if total and total.isdigit() else None,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-            ) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except _NETWORK_ERRORS as err:
-        part.unlink(missing_ok=True)
-        if isinstance(err, urllib.error.HTTPError):
-            reason = f"HTTP error {err.code} ({err.reason})"
-        else:
-            reason = getattr(err, "reason", None) or err
+        archive = Path(manager.download(url))
+    except (OSError, aiohttp.ClientError, TimeoutError) as err:
+        if isinstance(err, OSError) and not _from_network(err, url):
+            raise  # the local disk (full, not writable): its own error
         raise ConnectionError(
-            f"Could not download {url}: {reason}. Without network access, pass `data_dir` "
+            f"Could not download {url}: {_reason(err)}. Without network access, pass `data_dir` "
             f"pointing at the dataset's local files, or set {BASE_URL_ENV} to a mirror that "
-            f"serves {dest.name}."
+            f"serves {spec.filename}."
         ) from err
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, dest)
+    _verify(archive, spec, url, manager.get_recorded_sizes_checksums().get(url, {}))
+    try:
+        extracted = Path(manager.extract(str(archive)))
+    except _BAD_ARCHIVE as err:
+        raise _bad_archive(spec, f"{type(err).__name__}: {err}") from err
+    if extracted == archive or not extracted.is_dir():  # none recognised, or one compressed file
+        raise _bad_archive(spec, "not a zip or tar archive")
+    if archive.is_relative_to(downloads):  # not a file:// mirror's own file
+        for leftover in (archive, Path(f"{archive}.json"), Path(f"{archive}.lock")):
+            leftover.unlink(missing_ok=True)
+    return extracted
 
 
-def _verify(archive: Path, spec: DownloadSpec, url: str) -> None:
+def _from_network(err: OSError, url: str) -> bool:
+    """Whether an ``OSError`` of the download is the server's or the connection's (fsspec
+    reports any failure to reach a URL as ``FileNotFoundError(url)``)."""
+    import aiohttp
+
+    return isinstance(err, (ConnectionError, TimeoutError, aiohttp.ClientError)) or (
+        isinstance(err, FileNotFoundError) and url in str(err)
+    )
+
+
+def _reason(err: BaseException) -> str:
+    """What went wrong, from the error fsspec / aiohttp raised (or the one behind it)."""
+    import aiohttp
+
+    cause = err.__cause__ or err.__context__
+    if isinstance(err, FileNotFoundError) and cause is not None:
+        err = cause
+    if isinstance(err, aiohttp.ClientResponseError):
+        return f"HTTP error {err.status} ({err.message})"
+    if isinstance(err, FileNotFoundError):  # fsspec's answer to a 404
+        return "HTTP error 404 (Not Found)"
+    return str(err) or type(err).__name__
+
+
+def _verify(archive: Path, spec: DownloadSpec, url: str, recorded: dict) -> None:
     if spec.sha256 is None:
         logger.warning(
-            "%s: no published SHA-256 is known for %s; it is used UNVERIFIED.", archive.name, url
+            "%s: no published SHA-256 is known for %s; it is used UNVERIFIED.", spec.filename, url
         )
         return
-    actual = _sha256(archive)
+    actual = recorded.get("checksum")
     if actual != spec.sha256:
-        archive.unlink(missing_ok=True)
         raise ValueError(
-            f"Checksum mismatch for {archive.name} downloaded from {url}: expected sha256 "
+            f"Checksum mismatch for {spec.filename} downloaded from {url}: expected sha256 "
             f"{spec.sha256}, got {actual}. The file was deleted. A mirror set with "
             f"{BASE_URL_ENV} must serve the original file unchanged."
         )
@@ -350,31 +348,8 @@ _BAD_ARCHIVE = (
 )
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
-    try:
-        name = archive.name.lower()
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)  # zipfile drops absolute paths and ".." components
-        elif name.endswith((".tar.gz", ".tgz", ".tar")):
-            with tarfile.open(archive) as tf:
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(tmp, filter="data")
-                else:  # Python < 3.10.12 / 3.11.4: refuse unsafe member paths ourselves
-                    for member in tf.getmembers():
-                        target = (tmp / member.name).resolve()
-                        if not target.is_relative_to(tmp.resolve()):
-                            raise ValueError(f"{archive}: unsafe path {member.name!r} in archive")
-                    tf.extractall(tmp)
-        else:
-            raise ValueError(f"{archive}: unknown archive type (expected .zip, .tar.gz or .tgz)")
-        os.replace(tmp, dest)
-    except _BAD_ARCHIVE as err:
-        raise ValueError(
-            f"{archive} is not a valid archive ({type(err).__name__}: {err}); it was deleted, the next call downloads "
-            "it again."
-        ) from err
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def _bad_archive(spec: DownloadSpec, why: str) -> ValueError:
+    return ValueError(
+        f"{spec.filename} is not a valid archive ({why}); it was deleted, the next call "
+        "downloads it again."
+    )

@@ -362,3 +362,28 @@ def test_bad_layout_is_not_cached(tmp_path, monkeypatch):
             assert not (folder / spec.filename).exists()
     finally:
         server.stop()
+
+
+def test_local_mirror_files_are_kept(archives, tmp_path, monkeypatch):
+    """A file:// mirror (or a folder) is extracted from in place, never deleted."""
+    monkeypatch.setenv("GPT2CHAT_DOWNLOAD_BASE_URL", archives["folder"].as_uri())
+    spec = SOURCES["blended_skill_talk"]
+    monkeypatch.setitem(
+        SOURCES,
+        "blended_skill_talk",
+        dataclasses.replace(spec, sha256=archives["blended_skill_talk"]),
+    )
+    folder = download_dataset("blended_skill_talk", cache_dir=tmp_path)
+    assert (folder / "train.json").is_file()
+    assert (archives["folder"] / spec.filename).is_file()
+
+
+def test_cache_of_the_older_layout_is_reused(tmp_path, monkeypatch):
+    """A cache written before DownloadManager (<name>/extracted/, no "extracted" key)."""
+    monkeypatch.setenv("GPT2CHAT_DOWNLOAD_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    spec = SOURCES["blended_skill_talk"]
+    folder = tmp_path / "blended_skill_talk"
+    (folder / "extracted").mkdir(parents=True)
+    (folder / "extracted" / "train.json").write_text("[]")
+    (folder / "complete.json").write_text(json.dumps({"sha256": spec.sha256}))
+    assert download_dataset("blended_skill_talk", cache_dir=tmp_path) == folder / "extracted"
