@@ -210,3 +210,59 @@ def test_evaluate_model_takes_settings_and_prepared_features():
     llama = tiny_llama(len(tokenizer))
     with pytest.raises(ValueError, match="takes no token_type_ids"):
         evaluate_model(llama, tokenizer, features, settings, use_token_type_ids=True)
+
+
+EVAL_SCRIPT = """
+import json, sys
+from accelerate import PartialState
+from tests.training.helpers import daily_dialogues, gpt2_tokenizer, tiny_model
+from gpt2chat import add_speaker_tokens, evaluate_model
+tokenizer, model = gpt2_tokenizer(), tiny_model()
+add_speaker_tokens(tokenizer, model)
+data = {"a": daily_dialogues("test", n=5), "b": daily_dialogues("test", n=3, start=5)}
+report = evaluate_model(model, tokenizer, data, max_len=48, num_samples=3, max_new_tokens=4,
+                        use_cpu=True, batch_size=2, use_token_type_ids=True)
+if PartialState().is_main_process:
+    json.dump(report.to_dict(), open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(tmp_path):
+    """torchrun: the examples and the sampled contexts split between 2 processes (gloo), the
+    perplexity and the replies gathered: the same report as one process."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    script = tmp_path / "two_processes.py"  # not evaluate.py: the package of that name
+    script.write_text(EVAL_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = {}
+    for n in (1, 2):
+        out = tmp_path / f"{n}.json"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+             "--master_port", str(port), str(script), str(out)],
+            cwd=REPO, timeout=300, capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-6000:]
+        results[n] = json.loads(out.read_text())
+    assert results[2]["settings"]["processes"] == 2
+    for one, two in zip(results[1]["results"], results[2]["results"]):
+        assert (one["tokens"], one["samples"]) == (two["tokens"], two["samples"])
+        assert two["perplexity"] == pytest.approx(one["perplexity"], rel=1e-9)
+    assert results[1]["examples"] == results[2]["examples"]

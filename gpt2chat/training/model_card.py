@@ -1,4 +1,5 @@
-"""The model card (``README.md``) written into every saved model folder and pushed to the Hub."""
+"""The model card (``README.md``) written into every saved model folder and pushed to the Hub:
+what it says (:class:`ModelCardInfo`) and its Markdown (:func:`render_model_card`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ __all__ = ["ModelCardInfo", "render_model_card"]
 
 @dataclass
 class ModelCardInfo:
-    """What the card says. Built by :class:`gpt2chat.DialogueTrainer` from its state.
+    """What the card says; :func:`gpt2chat.training.saving.model_card_info` builds it from a
+    :class:`gpt2chat.DialogueTrainer`'s state.
 
     Args:
         model_name: the card's title (the Hub repo name or the output folder's name).
