@@ -59,16 +59,6 @@ TRL_TEMPLATE = (
 
 
 # --------------------------------------------------------------------------- shared setup
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (avx512_bf16 or AMX), where bf16 autocast pays off."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def setup(a: argparse.Namespace):
     """Tokenizer (extended), a fresh model (seeded), train / validation features, dialogues."""
     import torch
@@ -318,7 +308,9 @@ def _defaults(a: argparse.Namespace) -> argparse.Namespace:
     ):  # fmt: skip
         if getattr(a, key, None) is None:
             setattr(a, key, small if quick else full)
-    if a.bf16 is None:
+    if a.bf16 is None:  # native bf16 matmuls on this CPU, where bf16 autocast pays off
+        from gpt2chat.loading import cpu_has_bf16
+
         a.bf16 = cpu_has_bf16()
     return a
 

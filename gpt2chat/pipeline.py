@@ -129,7 +129,7 @@ def prepare_to_disk(model_args, data_args, output_dir, splits) -> list[dict]:
     from pathlib import Path
 
     from .extend import add_speaker_tokens
-    from .training.modeling import load_tokenizer_for
+    from .loading import load_tokenizer_for
 
     out = Path(output_dir)
     tokenizer = load_tokenizer_for(

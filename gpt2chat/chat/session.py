@@ -30,16 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..loading import (
+    check_model_path,
+    load_causal_lm,
+    load_tokenizer_for,
+    resolve_device,
+    resolve_dtype,
+)
 from ..render import encode_texts, render_messages
 from ..tokens import SpeakerTokens, get_speaker_tokens
 from .decoding import GrowingKVCache, relayout_output_embeddings, sampling_processors
 from .guidance import ContextGuidanceLogitsProcessor, check_guidance_scale
-from .loading import (
-    _load_adapter,
-    _load_model,
-    _resolve_device,
-    resolve_dtype,
-)
 from .rerank import (
     Candidate,
     DistinctFirstTokens,
@@ -476,21 +477,24 @@ class ChatSession:
         """
         from ..extend import add_speaker_tokens
         from ..tokens import CONFIG_KEY, load_tokenizer
-        from ..training.modeling import check_model_path
 
-        device = _resolve_device(device)
+        device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         path = Path(path_or_hub_id).expanduser()
-        check_model_path(str(path_or_hub_id), arg=None)  # one clear error for a bad local path
-        adapter = path.is_dir() and (path / "adapter_config.json").is_file()
-        if adapter:
-            model, tok_source = _load_adapter(path, torch_dtype, merge_adapter)
-        else:
-            name = str(path) if path.exists() else str(path_or_hub_id)
-            model = _load_model(name, torch_dtype)
-            tok_source = name
-        if tokenizer is None or isinstance(tokenizer, (str, Path)):
-            tokenizer = load_tokenizer(str(tokenizer or tok_source))
+        name = str(path) if path.exists() else str(path_or_hub_id)
+        check_model_path(name, arg=None)  # one clear error for a bad local path, model first
+        own_tokenizer = tokenizer is None  # the model's: an adapter's base is resized to it
+        if own_tokenizer:
+            tokenizer = load_tokenizer_for(name, arg=None)
+        elif isinstance(tokenizer, (str, Path)):
+            tokenizer = load_tokenizer(str(tokenizer))
+        model = load_causal_lm(
+            name,
+            dtype=torch_dtype,
+            tokenizer=tokenizer if own_tokenizer else None,
+            merge=merge_adapter,
+            arg=None,
+        )
         if add_tokens and tokenizer.init_kwargs.get(CONFIG_KEY) is None:
             logger.warning("The tokenizer has no speaker tokens: adding them (untuned model).")
             add_speaker_tokens(tokenizer, model)
@@ -503,12 +507,11 @@ class ChatSession:
             sum(p.numel() for p in model.parameters()) / 1e6,
         )
         session_kwargs.setdefault("fast_lm_head", True)  # the session owns the model it loaded
-        source = path if adapter else name
         if chat_config:
-            saved = ChatSettings.from_pretrained(source)
+            saved = ChatSettings.from_pretrained(name)
         else:  # the decoding is the library's; what the model was trained with still holds
             try:
-                saved = ChatSettings.from_pretrained(source)
+                saved = ChatSettings.from_pretrained(name)
             except ValueError as err:
                 logger.warning("Ignoring the model's chat settings: %s", err)
                 saved = None

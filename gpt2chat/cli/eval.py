@@ -86,8 +86,8 @@ def cmd_eval(argv: list[str]) -> int:
 
     from ..data import load_dialogues
     from ..evaluation import evaluate_model
-    from ..training.arguments import DataArguments, ModelArguments
-    from ..training.modeling import load_model, load_tokenizer_for
+    from ..loading import load_causal_lm, load_tokenizer_for
+    from ..training.arguments import DataArguments
 
     eval_args, data_args = parse(
         (EvalArguments, DataArguments),
@@ -97,11 +97,10 @@ def cmd_eval(argv: list[str]) -> int:
         "distinct-1/2 of replies generated for a sample of contexts.",
     )
     split = eval_args.split or data_args.eval_split
-    model_args = ModelArguments(
-        model_name_or_path=eval_args.model, torch_dtype=eval_args.torch_dtype
-    )
     tokenizer = load_tokenizer_for(eval_args.model, arg="--model")
-    model = load_model(model_args, tokenizer=tokenizer, default_dtype="auto", arg="--model")
+    model = load_causal_lm(
+        eval_args.model, dtype=eval_args.torch_dtype, tokenizer=tokenizer, arg="--model"
+    )
     if data_args.prepared_dir:
         import datasets
 

@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 from ..chat.settings import ChatSettings
+from ..loading import is_adapter_dir, load_causal_lm, load_tokenizer_for, resolve_dtype
 from ..tokens import CONFIG_KEY, get_speaker_tokens
-from .arguments import ModelArguments
-from .modeling import is_adapter_dir, load_model, load_tokenizer_for, merge_adapter, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +29,7 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
     if source.exists() and out.resolve() == source.resolve():
         raise ValueError("--output_dir must differ from --model (the source is read from there).")
     tokenizer = load_tokenizer_for(model, arg="--model")
-    loaded = load_model(
-        ModelArguments(model_name_or_path=model),
-        tokenizer=tokenizer,
-        default_dtype="auto",
-        arg="--model",
-    )
-    merged = merge_adapter(loaded)
+    merged = load_causal_lm(model, tokenizer=tokenizer, merge=True, arg="--model")
     if torch_dtype and torch_dtype != "auto":
         merged = merged.to(resolve_dtype(torch_dtype))
     if getattr(merged.config, "quantization_config", None) is not None:

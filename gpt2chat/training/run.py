@@ -13,9 +13,9 @@ import datasets
 
 from ..data import load_dialogues
 from ..extend import add_speaker_tokens
+from ..loading import load_tokenizer_for, merge_adapter
 from ..tokens import get_speaker_tokens, load_tokenizer
 from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
-from .modeling import load_tokenizer_for, merge_adapter
 from .trainer import DialogueTrainer
 
 logger = logging.getLogger(__name__)

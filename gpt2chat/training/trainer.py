@@ -24,6 +24,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from ..collator import DialogueCollator
 from ..evaluation.perplexity import token_nll
+from ..loading import accepts_token_type_ids, context_size, load_tokenizer_for, unwrap_peft
 from ..render import IGNORE_INDEX
 from . import saving
 from .arguments import DataArguments, DialogueTrainingArguments, LoraArguments, ModelArguments
@@ -37,14 +38,7 @@ from .inputs import (
     prepared_features,
 )
 from .model_card import ModelCardInfo
-from .modeling import (
-    accepts_token_type_ids,
-    apply_lora,
-    context_size,
-    load_model,
-    load_tokenizer_for,
-    unwrap_peft,
-)
+from .modeling import apply_lora, load_model
 
 logger = logging.getLogger(__name__)
 

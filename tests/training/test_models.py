@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from gpt2chat import DialogueTrainer
+from gpt2chat.loading import accepts_token_type_ids
 from gpt2chat.training import DataArguments, ModelArguments
-from gpt2chat.training.modeling import accepts_token_type_ids, load_model
+from gpt2chat.training.modeling import load_model
 
 from .helpers import (
     daily_dialogues,

@@ -1,5 +1,5 @@
 """ChatSession.from_pretrained (checkpoint folder, PEFT adapter folder), models without token types,
-devices and dtypes."""
+devices and dtypes (their resolution itself: tests/test_loading.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from gpt2chat import ChatSession, add_speaker_tokens, get_speaker_tokens
-from gpt2chat.chat import resolve_dtype
 
 from .conftest import base_tokenizer, fresh_chat_tokenizer, tiny_chat_gpt2, tiny_llama
 
@@ -136,17 +135,6 @@ def test_token_type_ids_detection_can_be_overridden(gpt2, tok, monkeypatch):
     assert "token_type_ids" not in seen
     ChatSession(gpt2, tok, **GREEDY).send("Hi")
     assert seen["token_type_ids"].shape == seen["attention_mask"].shape
-
-
-def test_resolve_dtype():
-    assert resolve_dtype(None, "cpu") == torch.float32
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("bf16", "cpu") == torch.bfloat16
-    assert resolve_dtype(torch.float32, "cpu") == torch.float32
-    with pytest.raises(ValueError, match="float16"):
-        resolve_dtype("fp16", "cpu")
-    with pytest.raises(ValueError, match="dtype='int8'"):
-        resolve_dtype("int8", "cpu")
 
 
 def test_bfloat16_on_cpu(saved_model):
