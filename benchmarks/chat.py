@@ -121,6 +121,10 @@ def fixed_length(session):
     return session
 
 
+def without_plain(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k != "plain_cache"}
+
+
 def build_history(tokenizer, target: int) -> list[dict]:
     """Alternating messages whose rendered prompt (with the last user turn) is nearest ``target``
     tokens."""
@@ -161,6 +165,7 @@ def measure_throughput(args, model, tokenizer) -> tuple[list[Setting], dict]:
         Setting("ChatSession fp32 (default)", fast, lm_head),
         Setting("ChatSession fp32, fast_lm_head=False", model, {"fast_lm_head": False}),
         Setting("ChatSession fp32, static cache", fast, {"cache_implementation": "static"}),
+        Setting("ChatSession fp32, plain DynamicCache", fast, {**lm_head, "plain_cache": True}),
     ]
     if args.bf16:
         bf16 = copy.deepcopy(model).to(torch.bfloat16)
@@ -173,9 +178,14 @@ def measure_throughput(args, model, tokenizer) -> tuple[list[Setting], dict]:
             Setting("ChatSession fp32, static cache + torch.compile", fast, {"compile": True})
         )
     sessions = [
-        fixed_length(ChatSession(s.model, tokenizer, **fixed, **s.session_options))
+        fixed_length(ChatSession(s.model, tokenizer, **fixed, **without_plain(s.session_options)))
         for s in settings
     ]
+    for setting, session in zip(settings, sessions):
+        if setting.session_options.get("plain_cache"):  # transformers' own, for comparison
+            from transformers import DynamicCache
+
+            session.engine.cache.dynamic_class = DynamicCache
     rendered = render_messages([*history, {"role": "user", "content": USER_TURNS[-1]}], tokenizer)
     ids = torch.tensor([rendered["input_ids"]])
     types = torch.tensor([rendered["token_type_ids"]])

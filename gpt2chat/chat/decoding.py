@@ -13,10 +13,13 @@ Three things, each motivated by the ``chat`` benchmark (``benchmarks/NOTES.md``)
   bandwidth of the ``(vocab, d)`` layout of ``F.linear``).
 * :func:`sampling_processors`: the sampling warpers ``generate`` would build from a
   ``GenerationConfig`` (temperature, top-k, top-p, min-p, typical, epsilon, eta; same order),
-  built by the session instead, so that its own processors (context guidance) can run *after*
+  built by the engine instead, so that its own processors (context guidance) can run *after*
   them: ``generate`` merges user processors before its warpers. Top-p is
   :class:`FastTopPLogitsWarper`: the same nucleus without sorting the whole vocabulary (a
   ``topk`` when the top 256 tokens hold it, value buckets when the distribution is flat).
+
+And :class:`GeneratorSampler`, generate's sampling step with a ``torch.Generator`` of the call's
+own (``generate`` takes none and draws from torch's global generator).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from transformers.cache_utils import DynamicLayer
 
 __all__ = [
     "FastTopPLogitsWarper",
+    "GeneratorSampler",
     "GrowingKVCache",
     "relayout_output_embeddings",
     "sampling_processors",
@@ -265,3 +269,25 @@ def sampling_processors(config, device: torch.device | str = "cpu") -> tuple[lis
         processors.append(EtaLogitsWarper(epsilon=config.eta_cutoff, device=device))
     overrides = {key: value for key, value in _NEUTRAL.items() if hasattr(config, key)}
     return processors, overrides
+
+
+class GeneratorSampler(LogitsProcessor):
+    """Draw each row's next token with ``generator``: generate's sampling step (softmax, then
+    ``multinomial``) without torch's global generator, which ``generate`` would use.
+
+    Place it last and run ``generate`` greedily (``do_sample=False``): it keeps the drawn token's
+    score (``0``) and sets the others to ``-inf``, so the greedy step picks the drawn token. A
+    generator seeded like the global one draws the tokens ``generate``'s own sampling draws
+    after ``torch.manual_seed`` (the same Mersenne Twister stream), and nothing else touches
+    the global generator's state: concurrent calls, each with its own generator, do not
+    interfere.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        probs = torch.softmax(scores, dim=-1)
+        picks = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        drawn = torch.full_like(scores, -float("inf"))
+        return drawn.scatter_(-1, picks, 0.0)

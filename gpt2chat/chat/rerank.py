@@ -1,4 +1,4 @@
-"""Maximum-mutual-information reranking of sampled replies (``ChatSession(num_candidates=N)``).
+"""Maximum-mutual-information reranking of sampled replies (``num_candidates=N``): the scores.
 
 A briefly fine-tuned small model often answers a statement with a reply that would fit any
 message ("What about you?"). Sampling several replies and keeping the one the conversation
@@ -65,10 +65,12 @@ class DistinctFirstTokens:
     without replacement, the candidates start as the distribution's most likely *different*
     words, each with its own chance, and the rest of each reply is sampled as usual. When the
     nucleus holds fewer tokens than there are rows, tokens repeat. Later steps are untouched.
+    The draw uses ``generator`` (the call's own; ``None``: torch's global one).
     """
 
-    def __init__(self, prompt_length: int) -> None:
+    def __init__(self, prompt_length: int, generator: torch.Generator | None = None) -> None:
         self.prompt_length = prompt_length
+        self.generator = generator
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = scores.shape[0]
@@ -76,7 +78,9 @@ class DistinctFirstTokens:
             return scores
         probs = torch.softmax(scores[0].float(), dim=-1)
         available = int((probs > 0).sum())
-        picks = torch.multinomial(probs, min(rows, available), replacement=False)
+        picks = torch.multinomial(
+            probs, min(rows, available), replacement=False, generator=self.generator
+        )
         if len(picks) < rows:
             picks = picks[torch.arange(rows, device=picks.device) % len(picks)]
         index = torch.arange(rows, device=scores.device)

@@ -1,4 +1,4 @@
-"""The HTTP server behind ``gpt2chat serve``: an OpenAI-compatible chat API and a web page.
+"""The HTTP routes of ``gpt2chat serve``: an OpenAI-compatible chat API and a web page.
 
 Every request is answered by its own :class:`~gpt2chat.ChatSession` built around the one model
 and tokenizer loaded at start-up, so the prompt goes through the training renderer exactly as in
@@ -14,30 +14,26 @@ the terminal chat, and no request can see another's history. Endpoints:
 * ``GET /api/settings``: the model's name, decoding defaults and limits (what the page shows).
 * ``GET /``: the single-page web chat (``static/``: no build step, nothing from a CDN).
 
-Generation is blocking and CPU/GPU-bound: it runs in worker threads, at most
-``max_concurrency`` at a time; further requests wait in a first-come first-served queue (up to
-``max_queue``, then ``429``). Sampling uses torch's global random generator, so a request with a
-``seed`` runs while no other *sampling* request does (greedy ones still run beside it): its
-reply is then the one ``ChatSession(..., seed=seed)`` gives. A client that disconnects stops its
-generation and frees its slot. Anything a client sends that the server cannot serve is a 4xx
-with an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``.
+A new route goes here. How generations run — at most ``max_concurrency`` at a time, the others
+queued first come first served (up to ``max_queue``, then ``429``), a seeded request's reply
+its own under any load, a client that disconnects stopping its generation — is ``jobs.py``'s.
+Anything a client sends that the server cannot serve is a 4xx with an OpenAI-style body
+``{"error": {"message", "type", "param", "code"}}`` (``protocol.py`` checks the requests).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
 import os
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -50,6 +46,7 @@ from starlette.types import Send
 from ..chat.session import ChatSession
 from ..chat.settings import ChatSettings
 from .guard import LOOPBACK_HOSTS, Guard
+from .jobs import Job, Jobs
 from .protocol import (
     APIError,
     ChatRequest,
@@ -57,9 +54,6 @@ from .protocol import (
     _bad,
     parse_chat_request,
 )
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -78,256 +72,7 @@ _PAGE_HEADERS = {
 }
 
 
-# --------------------------------------------------------------------------- scheduling
-FREE, SHARED, EXCLUSIVE = "free", "shared", "exclusive"
-
-
-class Scheduler:
-    """Hands out generation slots, first come first served, from the event loop's thread.
-
-    At most ``max_concurrency`` generations hold a slot. A slot's ``mode`` says how it uses
-    torch's global random generator: ``free`` (greedy: not at all), ``shared`` (sampling
-    without a seed) or ``exclusive`` (sampling with a seed: the generator is seeded for it, so
-    no other sampling may run meanwhile). A waiting ``exclusive`` request is not overtaken by
-    later ``shared`` ones, so it cannot starve; ``free`` ones may pass it.
-    """
-
-    def __init__(self, max_concurrency: int) -> None:
-        self.max_concurrency = max_concurrency
-        self.active = 0
-        self._shared = 0
-        self._exclusive = False
-        self._queue: deque[tuple[asyncio.Future, str]] = deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def _fits(self, mode: str) -> bool:
-        if self.active >= self.max_concurrency:
-            return False
-        if mode == FREE:
-            return True
-        if mode == SHARED:
-            return not self._exclusive
-        return not self._exclusive and self._shared == 0
-
-    def _grant(self, mode: str) -> None:
-        self.active += 1
-        if mode == SHARED:
-            self._shared += 1
-        elif mode == EXCLUSIVE:
-            self._exclusive = True
-
-    def _release(self, mode: str) -> None:
-        self.active -= 1
-        if mode == SHARED:
-            self._shared -= 1
-        elif mode == EXCLUSIVE:
-            self._exclusive = False
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        blocked_exclusive = False
-        for entry in list(self._queue):
-            future, mode = entry
-            if future.done():
-                self._queue.remove(entry)
-                continue
-            if self.active >= self.max_concurrency:
-                break
-            if mode == SHARED and blocked_exclusive:
-                continue
-            if self._fits(mode):
-                self._queue.remove(entry)
-                self._grant(mode)
-                future.set_result(None)
-            elif mode == EXCLUSIVE:
-                blocked_exclusive = True
-
-    async def _acquire(self, mode: str) -> None:
-        if not self._queue and self._fits(mode):
-            self._grant(mode)
-            return
-        future = asyncio.get_running_loop().create_future()
-        entry = (future, mode)
-        self._queue.append(entry)
-        self._dispatch()
-        try:
-            await future
-        except BaseException:
-            if future.done() and not future.cancelled():
-                self._release(mode)  # granted just as the waiter was cancelled
-            else:
-                future.cancel()
-                if entry in self._queue:
-                    self._queue.remove(entry)
-                self._dispatch()  # a waiting exclusive request may have held others back
-            raise
-
-    @asynccontextmanager
-    async def slot(self, mode: str) -> AsyncIterator[None]:
-        """Wait for a slot, hold it for the ``async with`` block."""
-        await self._acquire(mode)
-        try:
-            yield
-        finally:
-            self._release(mode)
-
-
-# --------------------------------------------------------------------------- generation
-_END = object()
-
-
-@dataclass
-class _Job:
-    """One request's session and its (not yet started) reply iterator."""
-
-    session: ChatSession
-    pieces: Iterator[str]
-    mode: str
-    seed: int | None
-    max_new_tokens: int
-    outcome: str = "pending"
-
-
-@dataclass
-class _Counters:
-    completed: int = 0
-    cancelled: int = 0
-    failed: int = 0
-    rejected: int = 0
-
-
-class ChatEngine:
-    """The loaded model and tokenizer, a :class:`Scheduler`, and per-request sessions."""
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        settings: ServeSettings,
-        *,
-        model_name: str,
-        context_size: int,
-        use_token_type_ids: bool | None = None,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.settings = settings
-        self.model_name = model_name
-        self.context_size = context_size
-        self.use_token_type_ids = use_token_type_ids
-        self.scheduler = Scheduler(settings.max_concurrency)
-        self.counters = _Counters()
-        self.created = int(time.time())
-        self._limiter: anyio.CapacityLimiter | None = None
-
-    @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        """Worker threads for running generations (one per slot, created in the event loop)."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
-        return self._limiter
-
-    def prepare(self, request: ChatRequest) -> _Job:
-        """Build the request's session and check its prompt (blocking: tokenises).
-
-        Raises:
-            APIError: the request does not fit the model (``400``).
-        """
-        try:
-            session = ChatSession(
-                self.model,
-                self.tokenizer,
-                max_turns=self.settings.max_turns,
-                persona=request.persona,
-                max_len=self.settings.max_len,
-                prefix_cache=False,
-                use_token_type_ids=self.use_token_type_ids,
-                **request.options,
-            )
-            session.history = request.history
-            pieces = session.stream(request.text)  # renders and checks now, generates later
-        except ValueError as err:
-            raise _bad(str(err), code="invalid_value") from None
-        if not request.sampling:  # greedy: no randomness, so no seed to set
-            return _Job(session, pieces, FREE, None, request.max_new_tokens)
-        mode = SHARED if request.seed is None else EXCLUSIVE
-        return _Job(session, pieces, mode, request.seed, request.max_new_tokens)
-
-    @staticmethod
-    def _first_step(job: _Job) -> Any:
-        if job.seed is not None:
-            from transformers import set_seed
-
-            set_seed(job.seed % 2**32)
-        return next(job.pieces, _END)
-
-    async def run(self, job: _Job) -> AsyncIterator[str]:
-        """Wait for a slot, then yield the reply's pieces as they are generated.
-
-        Closing this iterator early (the client left) stops the generation before the slot is
-        given back.
-        """
-        async with self.scheduler.slot(job.mode):
-            try:
-                step: Callable[..., Any] = self._first_step
-                while True:
-                    piece = await anyio.to_thread.run_sync(step, job, limiter=self.limiter)
-                    step = self._next_step
-                    if piece is _END:
-                        break
-                    yield piece
-                job.outcome = "completed"
-                self.counters.completed += 1
-            except Exception:
-                job.outcome = "failed"
-                self.counters.failed += 1
-                raise
-            finally:
-                if job.outcome == "pending":
-                    job.outcome = "cancelled"
-                    self.counters.cancelled += 1
-                    logger.info("Client gone: generation stopped, slot freed.")
-                with anyio.CancelScope(shield=True):
-                    # ChatSession.stream stops generate (and joins its thread) when closed.
-                    await anyio.to_thread.run_sync(_close, job.pieces, limiter=self.limiter)
-
-    @staticmethod
-    def _next_step(job: _Job) -> Any:
-        return next(job.pieces, _END)
-
-    def finish_reason(self, job: _Job) -> str:
-        turn = job.session.last_turn
-        return (
-            "length" if turn is not None and turn.generated_tokens >= job.max_new_tokens else "stop"
-        )
-
-    def usage(self, job: _Job) -> dict[str, int]:
-        turn = job.session.last_turn
-        prompt = turn.prompt_tokens if turn else 0
-        completion = turn.generated_tokens if turn else 0
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-
-    def reply(self, job: _Job, streamed: str) -> str:
-        """The recorded reply (what ``ChatSession.send`` returns) once the stream ended."""
-        history = job.session.history
-        if history and history[-1]["role"] == "assistant":
-            return history[-1]["content"]
-        return streamed
-
-
-def _close(pieces: Iterator[str]) -> None:
-    close = getattr(pieces, "close", None)
-    if close is not None:
-        close()
-
-
+# --------------------------------------------------------------------------- responses
 class _ClosingStreamingResponse(StreamingResponse):
     """A ``StreamingResponse`` that always closes its body iterator (client gone or not)."""
 
@@ -339,7 +84,6 @@ class _ClosingStreamingResponse(StreamingResponse):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
-# --------------------------------------------------------------------------- responses
 def _sse(data: Any) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -426,7 +170,7 @@ def create_app(
     if settings.chat_config and not isinstance(model, ChatSession):
         saved = ChatSettings.from_pretrained(str(model))
     settings = settings.with_chat_settings(saved)
-    engine = ChatEngine(
+    jobs = Jobs(
         template.model,
         template.tokenizer,
         settings,
@@ -449,7 +193,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.engine = engine
+    app.state.engine = jobs  # the server's Jobs (read by gpt2chat serve)
     app.state.settings = settings
 
     # ---------------------------------------------------------------- errors
@@ -517,7 +261,7 @@ def create_app(
     async def page_settings(request: Request) -> dict[str, Any]:
         authorize(request)
         return {
-            "model": engine.model_name,
+            "model": jobs.model_name,
             "defaults": {
                 "temperature": settings.temperature,
                 "top_p": settings.top_p,
@@ -543,19 +287,19 @@ def create_app(
             return {"status": "ok"}
         return {
             "status": "ok",
-            "model": engine.model_name,
+            "model": jobs.model_name,
             "max_concurrency": settings.max_concurrency,
-            "active": engine.scheduler.active,
-            "queued": engine.scheduler.queued,
-            **asdict(engine.counters),
+            "active": jobs.scheduler.active,
+            "queued": jobs.scheduler.queued,
+            **asdict(jobs.counters),
         }
 
     # ---------------------------------------------------------------- OpenAI API
     def model_card() -> dict[str, Any]:
         return {
-            "id": engine.model_name,
+            "id": jobs.model_name,
             "object": "model",
-            "created": engine.created,
+            "created": jobs.created,
             "owned_by": "gpt2chat",
         }
 
@@ -567,10 +311,10 @@ def create_app(
     @app.get("/v1/models/{model_id:path}")
     async def get_model(request: Request, model_id: str) -> dict[str, Any]:
         authorize(request)
-        if model_id != engine.model_name:
+        if model_id != jobs.model_name:
             raise APIError(
                 404,
-                f"The model {model_id!r} does not exist: this server serves {engine.model_name!r}.",
+                f"The model {model_id!r} does not exist: this server serves {jobs.model_name!r}.",
                 param="model",
                 code="model_not_found",
             )
@@ -581,24 +325,24 @@ def create_app(
         authorize(request)
         payload = await _read_json(request, settings.max_body_bytes)
         chat = parse_chat_request(payload, settings)
-        if engine.scheduler.queued >= settings.max_queue:
-            engine.counters.rejected += 1
+        if jobs.scheduler.queued >= settings.max_queue:
+            jobs.counters.rejected += 1
             raise APIError(
                 429,
-                f"The server is busy ({engine.scheduler.queued} requests waiting): retry later.",
+                f"The server is busy ({jobs.scheduler.queued} requests waiting): retry later.",
                 type="rate_limit_error",
                 code="queue_full",
                 headers={"Retry-After": "1"},
             )
-        job = await anyio.to_thread.run_sync(engine.prepare, chat)
+        job = await anyio.to_thread.run_sync(jobs.prepare, chat)
         completion_id, created = _completion_id(), int(time.time())
         if chat.stream:
             return _ClosingStreamingResponse(
-                _stream_events(engine, job, chat, completion_id, created),
+                _stream_events(jobs, job, chat, completion_id, created),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        text = await _collect(request, engine, job)
+        text = await _collect(request, jobs, job)
         if text is None:  # the client left: nobody reads this
             return Response(status_code=499)
         return JSONResponse(
@@ -606,16 +350,16 @@ def create_app(
                 "id": completion_id,
                 "object": "chat.completion",
                 "created": created,
-                "model": engine.model_name,
+                "model": jobs.model_name,
                 "choices": [
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": engine.finish_reason(job),
+                        "finish_reason": jobs.finish_reason(job),
                         "logprobs": None,
                     }
                 ],
-                "usage": engine.usage(job),
+                "usage": jobs.usage(job),
                 "system_fingerprint": None,
             }
         )
@@ -623,7 +367,7 @@ def create_app(
     return app
 
 
-async def _collect(request: Request, engine: ChatEngine, job: _Job) -> str | None:
+async def _collect(request: Request, jobs: Jobs, job: Job) -> str | None:
     """Run a non-streaming job to its end; ``None`` when the client disconnected first."""
     pieces: list[str] = []
     gone = False
@@ -641,7 +385,7 @@ async def _collect(request: Request, engine: ChatEngine, job: _Job) -> str | Non
 
         group.start_soon(watch)
         try:
-            async with aclosing(engine.run(job)) as stream:
+            async with aclosing(jobs.run(job)) as stream:
                 async for piece in stream:
                     pieces.append(piece)
         except Exception:
@@ -652,11 +396,11 @@ async def _collect(request: Request, engine: ChatEngine, job: _Job) -> str | Non
         raise APIError(500, "Generation failed.", type="server_error")
     if gone and job.outcome != "completed":
         return None
-    return engine.reply(job, "".join(pieces))
+    return jobs.reply(job, "".join(pieces))
 
 
 async def _stream_events(
-    engine: ChatEngine, job: _Job, chat: ChatRequest, completion_id: str, created: int
+    jobs: Jobs, job: Job, chat: ChatRequest, completion_id: str, created: int
 ) -> AsyncIterator[str]:
     """The SSE body: OpenAI ``chat.completion.chunk`` events, then ``data: [DONE]``."""
 
@@ -666,7 +410,7 @@ async def _stream_events(
                 "id": completion_id,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": engine.model_name,
+                "model": jobs.model_name,
                 "choices": [
                     {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
                 ],
@@ -676,7 +420,7 @@ async def _stream_events(
 
     yield chunk({"role": "assistant", "content": ""})
     try:
-        async with aclosing(engine.run(job)) as stream:
+        async with aclosing(jobs.run(job)) as stream:
             async for piece in stream:
                 yield chunk({"content": piece})
     except Exception:
@@ -684,16 +428,16 @@ async def _stream_events(
         yield _sse(APIError(500, "Generation failed.", type="server_error").body())
         yield "data: [DONE]\n\n"
         return
-    yield chunk({}, engine.finish_reason(job))
+    yield chunk({}, jobs.finish_reason(job))
     if chat.include_usage:
         yield _sse(
             {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": engine.model_name,
+                "model": jobs.model_name,
                 "choices": [],
-                "usage": engine.usage(job),
+                "usage": jobs.usage(job),
             }
         )
     yield "data: [DONE]\n\n"

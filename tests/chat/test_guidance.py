@@ -71,7 +71,10 @@ def test_guidance_with_a_persona_uses_it_in_both_branches(gpt2, tok):
     session = ChatSession(
         gpt2, tok, do_sample=False, max_new_tokens=6, guidance_scale=1.5, persona="I love dogs."
     )
-    processor = session._guidance(session._prepare("Hello"))
+    prompt = session.render_prompt("Hello")["input_ids"]
+    processor = session.engine._guidance(
+        len(prompt), session.engine.no_conversation_prompt(session.persona)
+    )
     persona = tok("I love dogs.")["input_ids"]
     tokens = get_speaker_tokens(tok)
     assert processor.unconditional_ids == [tokens.bos_token_id, *persona, tokens.sp2_token_id]

@@ -71,22 +71,22 @@ def test_candidates_with_the_prefix_cache_match_a_session_without_it(gpt2, tok):
 
 def test_an_unfinished_candidate_is_chosen_only_when_none_ended(gpt2, tok):
     session = ChatSession(gpt2, tok, num_candidates=2, max_new_tokens=2)
-    turn = session._prepare("Hello")
+    prompt = session.render_prompt("Hello")["input_ids"]
     eos, vocab = tok.eos_token_id, gpt2.config.vocab_size
-    prompt = turn.input_ids
+    references = [session.engine.no_conversation_prompt()]
     sequences = torch.tensor([[*prompt, 5, eos], [*prompt, 7, 8]])
     logits = [torch.zeros(2, vocab), torch.zeros(2, vocab)]
     for step, (a, b) in enumerate([(5, 7), (eos, 8)]):
         logits[step][0, a] = -30.0  # the ended reply is very unlikely...
         logits[step][1, b] = 30.0  # ...the unfinished one very likely
     with torch.inference_mode():
-        best = session._rerank(turn, sequences, logits)
-    ended = [c.ended for c in session.last_candidates]
+        best, candidates = session.engine._rerank(len(prompt), sequences, logits, references)
+    ended = [c.ended for c in candidates]
     assert ended == [True, False] and best == 0
-    assert session.last_candidates[1].score > session.last_candidates[0].score
+    assert candidates[1].score > candidates[0].score
     sequences = torch.tensor([[*prompt, 5, 6], [*prompt, 7, 8]])  # neither ended: best score
     with torch.inference_mode():
-        assert session._rerank(turn, sequences, logits) == 1
+        assert session.engine._rerank(len(prompt), sequences, logits, references)[0] == 1
 
 
 def test_streaming_with_candidates_gives_the_reply_in_one_piece(gpt2, tok):

@@ -1,5 +1,5 @@
-"""ChatSession on a tiny random GPT-2 with the real GPT-2 tokenizer: prompts, window, prefix cache,
-stopping, streaming, options, transcripts."""
+"""ChatSession on a tiny random GPT-2 with the suite's GPT-2-format tokenizer: prompts, window,
+streaming, transcripts (the decoding under it: test_engine.py)."""
 
 from __future__ import annotations
 
@@ -106,109 +106,6 @@ def test_window_is_cropped_by_whole_utterances_to_fit_the_context(make_session, 
     assert chat.last_turn.prompt_tokens + chat.last_turn.generated_tokens <= 40
 
 
-# --------------------------------------------------------------------------- prefix cache
-def conversation(chat, texts):
-    return [chat.send(t) for t in texts]
-
-
-@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
-def test_greedy_replies_identical_with_and_without_prefix_cache(make_session, cache_implementation):
-    texts = ["Hello!", "How are you?", "Nice <sp2> weather", "Bye 😀", "wait", "what?"]
-    # max_turns=4: the window slides from the third turn on; with a persona.
-    cached = make_session(
-        max_turns=4, persona="I am a bot.", cache_implementation=cache_implementation
-    )
-    plain = make_session(
-        max_turns=4,
-        persona="I am a bot.",
-        prefix_cache=False,
-        cache_implementation=cache_implementation,
-    )
-    assert conversation(cached, texts) == conversation(plain, texts)
-    assert cached.history == plain.history
-
-
-def test_prefix_cache_encodes_only_the_new_turn(make_session, tok):
-    """A reply that re-tokenises to the generated ids: the next turn runs only ``<sp1> u <sp2>``."""
-    tokens = get_speaker_tokens(tok)
-    hello = tok("Hello", add_special_tokens=False)["input_ids"]
-    assert len(hello) == 1
-    bias = {(hello[0],): 50.0, (hello[0], tokens.eos_token_id): 100.0}  # "Hello" then <eos>
-    chat = make_session(max_turns=20, sequence_bias=bias)
-    plain = make_session(max_turns=20, sequence_bias=bias, prefix_cache=False)
-    previous = 0
-    for i, text in enumerate(["Hi there", "How are you today?", "Fine", "ok then"]):
-        assert chat.send(text) == plain.send(text) == "Hello"
-        stats = chat.last_turn
-        user_tokens = len(tok(text, add_special_tokens=False)["input_ids"])
-        if i == 0:
-            assert stats.reused_tokens == 0
-        else:
-            assert stats.reused_tokens == previous + 1  # the previous prompt and its reply
-            assert stats.encoded_tokens == user_tokens + 2  # <sp1> text <sp2>
-        assert plain.last_turn.reused_tokens == 0
-        previous = stats.prompt_tokens
-
-
-@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
-def test_prefix_cache_after_reset_and_persona_change(make_session, cache_implementation):
-    cached = make_session(max_turns=6, cache_implementation=cache_implementation)
-    plain = make_session(max_turns=6, prefix_cache=False)
-    assert conversation(cached, ["Hi", "and then?"]) == conversation(plain, ["Hi", "and then?"])
-    cached.reset()
-    plain.reset()
-    assert cached.history == []
-    assert cached.send("Hi") == plain.send("Hi")
-    assert cached.last_turn.reused_tokens == 0
-    cached.persona = plain.persona = "I like cats."
-    assert cached.send("Do you?") == plain.send("Do you?")
-    assert cached.last_turn.reused_tokens == 1  # only <bos> is shared once a persona appears
-
-
-def test_prefix_cache_with_sampling_gives_the_same_replies(make_session):
-    texts = ["Hi", "Tell me more", "Why?", "ok"]
-    cached = make_session(do_sample=True, seed=123, max_turns=4)
-    cached_replies = conversation(cached, texts)
-    plain = make_session(do_sample=True, seed=123, max_turns=4, prefix_cache=False)
-    assert cached_replies == conversation(plain, texts)
-
-
-def test_seed_makes_sampling_reproducible_and_reset_reseeds(make_session):
-    a = make_session(do_sample=True, seed=7)
-    first = a.send("Hello")
-    b = make_session(do_sample=True, seed=7)
-    assert b.send("Hello") == first
-    a.reset()
-    assert a.send("Hello") == first
-
-
-# --------------------------------------------------------------------------- stopping
-def test_stops_on_eos_and_cleans_it(make_session, tok):
-    eos = get_speaker_tokens(tok).eos_token_id
-    chat = make_session(max_new_tokens=10, min_new_tokens=3, sequence_bias={(eos,): 100.0})
-    reply = chat.send("Hi")
-    assert chat.last_turn.generated_tokens == 4  # 3 forced tokens, then <eos>
-    assert "<|endoftext|>" not in reply
-
-
-def test_stops_when_the_model_starts_a_user_turn(make_session, tok):
-    sp1 = get_speaker_tokens(tok).sp1_token_id
-    chat = make_session(max_new_tokens=10, min_new_tokens=2, sequence_bias={(sp1,): 100.0})
-    reply = chat.send("Hi")
-    assert chat.last_turn.generated_tokens == 3
-    assert "<sp1>" not in reply
-
-
-def test_other_special_tokens_are_removed_from_the_reply(make_session, tok):
-    tokens = get_speaker_tokens(tok)
-    bias = {(tokens.sp2_token_id,): 100.0}
-    chat = make_session(max_new_tokens=5, sequence_bias=bias)
-    reply = chat.send("Hi")
-    assert chat.last_turn.generated_tokens == 5  # <sp2> is not a stop token...
-    assert reply == ""  # ...but never shows in the reply
-    assert chat.history[-1] == {"role": "assistant", "content": ""}
-
-
 # --------------------------------------------------------------------------- streaming
 def test_stream_yields_the_same_text_as_send(make_session):
     streamed = make_session(max_new_tokens=12)
@@ -249,63 +146,7 @@ def test_send_while_streaming_is_refused(make_session):
     chat.send("again")
 
 
-# --------------------------------------------------------------------------- options
-def test_default_generation_config_is_the_recipe(make_session, tok):
-    tokens = get_speaker_tokens(tok)
-    config = ChatSession(make_session().model, tok).generation_config
-    assert (config.do_sample, config.top_p, config.top_k) == (True, 0.8, 0)
-    assert config.eos_token_id == [tokens.eos_token_id, tokens.sp1_token_id]
-    assert config.pad_token_id == tokens.pad_token_id
-
-
-def test_greedy_drops_sampling_defaults(make_session):
-    config = make_session().generation_config
-    assert config.do_sample is False
-    assert config.top_p is None and config.top_k is None
-
-
-@pytest.mark.parametrize(
-    ("options", "match"),
-    [
-        ({"max_turns": 1}, "max_turns"),
-        ({"top_p": 0.0}, "top_p"),
-        ({"temperature": 0, "do_sample": True}, "temperature"),
-        ({"temperature": 1e-40, "do_sample": True}, r"`temperature` must be >= 0\.001"),
-        ({"temperature": float("nan"), "do_sample": True}, "temperature"),
-        ({"max_new_tokens": 0}, "max_new_tokens"),
-        ({"max_new_tokens": 300}, "max_new_tokens"),
-        ({"topp": 0.5}, "Unknown generation option `topp`"),
-        ({"eos_token_id": 1}, "eos_token_id"),
-        ({"cache_implementation": "paged"}, "cache_implementation"),
-        ({"max_len": 100000}, "max_len"),
-    ],
-)
-def test_invalid_options_name_the_parameter(make_session, options, match):
-    with pytest.raises(ValueError, match=match):
-        make_session(**options)
-
-
-def test_decoding_options_reach_generate(make_session):
-    chat = make_session(max_new_tokens=10, no_repeat_ngram_size=1, repetition_penalty=1.3)
-    chat.send("Hello")
-    assert chat.generation_config.no_repeat_ngram_size == 1
-    assert chat.generation_config.repetition_penalty == 1.3
-    ids = chat.tokenizer(chat.history[-1]["content"], add_special_tokens=False)["input_ids"]
-    assert chat.last_turn.generated_tokens == 10
-    assert len(ids) >= 1
-    sampled = make_session(do_sample=True, top_k=5, temperature=0.7, top_p=0.9, seed=0)
-    sampled.send("Hello")
-    assert (sampled.generation_config.top_k, sampled.generation_config.temperature) == (5, 0.7)
-
-
-def test_beam_search(make_session):
-    chat = make_session(num_beams=2, max_new_tokens=6)
-    reply = chat.send("Hello")
-    assert isinstance(reply, str)
-    assert "".join(chat.stream("And you?")) == chat.history[-1]["content"]
-    assert chat.last_turn.reused_tokens == 0
-
-
+# --------------------------------------------------------------------------- checks
 def test_untokenized_tokenizer_is_refused(gpt2, gpt2_tokenizer):
     with pytest.raises(ValueError, match="add_speaker_tokens"):
         ChatSession(gpt2, gpt2_tokenizer)

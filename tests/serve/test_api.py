@@ -250,46 +250,47 @@ def test_seeded_sampling_is_reproducible_under_concurrency(server, reference):
             assert reply == expected[seed], seed
 
 
-def test_scheduler_fifo_and_seed_exclusivity():
-    from gpt2chat.serve.app import EXCLUSIVE, FREE, SHARED, Scheduler
+def test_scheduler_is_first_come_first_served_and_a_cancelled_waiter_leaves():
+    """The server's one concurrency limit. (Seeded requests no longer need a slot of their own:
+    each session samples with its own torch.Generator, see the test above.)"""
+    from gpt2chat.serve.jobs import Scheduler
 
     async def main() -> list[str]:
         scheduler = Scheduler(max_concurrency=2)
         order: list[str] = []
-        gates = {name: asyncio.Event() for name in ("s1", "x1", "s2", "f1", "x2")}
+        gates = {name: asyncio.Event() for name in ("a", "b", "c", "d", "x")}
 
-        async def job(name: str, mode: str) -> None:
-            async with scheduler.slot(mode):
+        async def job(name: str) -> None:
+            async with scheduler.slot():
                 order.append(name)
                 await gates[name].wait()
 
         tasks = {}
-        for name, mode in [("s1", SHARED), ("x1", EXCLUSIVE), ("s2", SHARED), ("f1", FREE)]:
-            tasks[name] = asyncio.create_task(job(name, mode))
+        for name in ("a", "b", "c", "d"):
+            tasks[name] = asyncio.create_task(job(name))
             await asyncio.sleep(0)
         await asyncio.sleep(0.01)
-        # s1 runs; x1 waits for s1 (sampling); s2 may not overtake x1; f1 (greedy) may.
-        assert order == ["s1", "f1"] and scheduler.queued == 2
-        gates["f1"].set()
-        await asyncio.sleep(0.01)
-        assert order == ["s1", "f1"], "s2 must not overtake the waiting seeded request"
-        gates["s1"].set()
-        await asyncio.sleep(0.01)
-        assert order == ["s1", "f1", "x1"] and scheduler.active == 1
+        assert order == ["a", "b"] and scheduler.queued == 2 and scheduler.active == 2
         # A cancelled waiter leaves the queue and holds nothing.
-        tasks["x2"] = asyncio.create_task(job("x2", EXCLUSIVE))
+        tasks["x"] = asyncio.create_task(job("x"))
         await asyncio.sleep(0.01)
-        tasks["x2"].cancel()
+        assert scheduler.queued == 3
+        tasks["x"].cancel()
         await asyncio.sleep(0.01)
-        gates["x1"].set()
+        assert scheduler.queued == 2
+        gates["b"].set()
         await asyncio.sleep(0.01)
-        assert order == ["s1", "f1", "x1", "s2"]
-        gates["s2"].set()
-        await asyncio.gather(*(t for n, t in tasks.items() if n != "x2"))
+        assert order == ["a", "b", "c"] and scheduler.active == 2
+        gates["a"].set()
+        await asyncio.sleep(0.01)
+        assert order == ["a", "b", "c", "d"] and scheduler.queued == 0
+        gates["c"].set()
+        gates["d"].set()
+        await asyncio.gather(*(t for n, t in tasks.items() if n != "x"))
         assert scheduler.active == 0 and scheduler.queued == 0
         return order
 
-    assert asyncio.run(main()) == ["s1", "f1", "x1", "s2"]
+    assert asyncio.run(main()) == ["a", "b", "c", "d"]
 
 
 # --------------------------------------------------------------------------- bad requests
