@@ -25,6 +25,8 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .weights import explained_load_failure
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -270,8 +272,6 @@ def _from_pretrained(name: str, gguf: str | None, dtype) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained``; a GGUF model comes back a plain float model."""
     from transformers import AutoModelForCausalLM
 
-    from .training.checkpoints import explained_load_failure
-
     kwargs = {"dtype": dtype, **({"gguf_file": gguf} if gguf else {})}
     with explained_load_failure(name):
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
@@ -327,8 +327,6 @@ def load_causal_lm(
 
 def _load_adapter(path: str, dtype, tokenizer, merge: bool) -> PreTrainedModel:
     from peft import PeftModel
-
-    from .training.checkpoints import explained_load_failure
 
     base_name = _adapter_base(path)
     base_dir, gguf = split_gguf(base_name)

@@ -122,8 +122,8 @@ def evaluate_model(
     from transformers import set_seed
 
     from ..collator import DialogueCollator
+    from ..loading import accepts_token_type_ids, context_size, unwrap_peft
     from ..training.inputs import extend_for_dialogue, fit_context, is_raw, prepared_features
-    from ..training.modeling import accepts_token_type_ids, context_size, unwrap_peft
 
     s = dataclasses.replace(settings or EvalSettings(), **overrides)
     named = _by_name(dialogues)
@@ -249,7 +249,7 @@ def recorded_token_types(model) -> bool:
     """What training recorded (``chat_config.json`` of the model's folder), else the rule from
     before the record: token types when the model's forward accepts them."""
     from ..chat.settings import ChatSettings
-    from ..training.modeling import accepts_token_type_ids
+    from ..loading import accepts_token_type_ids
 
     recorded = ChatSettings.recorded_token_types(model)
     if recorded is not None:

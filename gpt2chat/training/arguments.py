@@ -27,7 +27,6 @@ __all__ = [
     "LoraArguments",
     "ModelArguments",
     "apply_config_overrides",
-    "parse_config_overrides",
 ]
 
 
@@ -81,25 +80,6 @@ def apply_config_overrides(config, text: str):
                 f"{type(config).__name__} field it replaces (int, float, true/false, string)."
             ) from err
     return config
-
-
-def parse_config_overrides(text: str) -> dict[str, object]:
-    """Deprecated: :func:`apply_config_overrides` types the values by the config's fields.
-    ``'n_layer=2,n_embd=64'`` -> ``{"n_layer": 2, "n_embd": 64}`` (ints, floats, bools)."""
-    out: dict[str, object] = {}
-    for key, value in _override_items(text):
-        parsed: object = value
-        if value.lower() in ("true", "false"):
-            parsed = value.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    parsed = cast(value)
-                    break
-                except ValueError:
-                    continue
-        out[key] = parsed
-    return out
 
 
 @dataclass

@@ -15,9 +15,9 @@ import datasets
 
 from ..extend import add_speaker_tokens
 from ..features import prepare_dataset
+from ..loading import context_size, unwrap_peft
 from ..tokens import CONFIG_KEY, SpeakerTokens, get_speaker_tokens
 from .arguments import DataArguments, ModelArguments
-from .modeling import context_size, unwrap_peft
 
 logger = logging.getLogger(__name__)
 

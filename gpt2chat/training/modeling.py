@@ -2,8 +2,8 @@
 from-scratch config with overrides, or a reference loaded by
 :func:`gpt2chat.loading.load_causal_lm`) and the LoRA wrapper put around it.
 
-Loading itself (device, dtype, GGUF, adapters, tokenizers, path checks) is
-:mod:`gpt2chat.loading`; the model facts below are re-exported from there for training's modules.
+Loading itself (device, dtype, GGUF, adapters, tokenizers, path checks) and the model facts
+(``unwrap_peft``, ``context_size``, ``accepts_token_type_ids``) are :mod:`gpt2chat.loading`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..loading import (  # re-exported: the model facts training's modules read
-    accepts_token_type_ids,
-    context_size,
-    load_causal_lm,
-    resolve_dtype,
-    unwrap_peft,
-)
+from ..loading import load_causal_lm, resolve_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,13 +24,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["accepts_token_type_ids", "apply_lora", "context_size", "load_model", "unwrap_peft"]
+__all__ = ["apply_lora", "load_model"]
 
 
 def _from_scratch(model_args: ModelArguments) -> PreTrainedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .arguments import parse_config_overrides
+    from .arguments import apply_config_overrides
 
     source = Path(model_args.from_scratch_config)
     if source.is_file():
@@ -50,13 +44,7 @@ def _from_scratch(model_args: ModelArguments) -> PreTrainedModel:
     else:
         config = AutoConfig.from_pretrained(str(source))
     if model_args.config_overrides:
-        overrides = parse_config_overrides(model_args.config_overrides)
-        unknown = [k for k in overrides if not hasattr(config, k)]
-        if unknown:
-            raise ValueError(
-                f"--config_overrides: {unknown} are not fields of {type(config).__name__}."
-            )
-        config.update(overrides)
+        apply_config_overrides(config, model_args.config_overrides)
     dtype = resolve_dtype(model_args.torch_dtype, default="float32")
     model = AutoModelForCausalLM.from_config(
         config, dtype=torch.float32 if dtype == "auto" else dtype

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..chat.settings import ChatSettings
+from ..loading import unwrap_peft
 from .model_card import ModelCardInfo, render_model_card
-from .modeling import unwrap_peft
 
 if TYPE_CHECKING:
     from .trainer import DialogueTrainer
