@@ -16,9 +16,9 @@ from gpt2chat.demo import (
     DONE_FILE,
     MMI_CONTEXTS,
     DemoArguments,
-    _cut_short_note,
     run_demo,
 )
+from gpt2chat.demo.training import _cut_short_note
 from gpt2chat.training import TimeBudgetCallback
 
 needs_smollm2 = pytest.mark.skipif(

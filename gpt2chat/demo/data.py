@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     import datasets
 
-    from . import DemoArguments
+    from .arguments import DemoArguments
 
 logger = logging.getLogger(__name__)
 
