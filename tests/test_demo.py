@@ -130,9 +130,9 @@ def test_demo_refuses_a_foreign_output_dir(tmp_path):
         ({"skip_replies": "(unclosed"}, "--skip_replies"),
         ({"data_dir": "/no/such/folder"}, "--data_dir"),
         ({"max_turns": 1}, "--max_turns"),
-        ({"guidance_scale": -0.5}, "--guidance_scale must be >= 0"),
-        ({"num_candidates": 0}, "--num_candidates must be between 1"),
-        ({"mmi_weight": -1.0}, "--mmi_weight must be >= 0"),
+        ({"guidance_scale": -0.5}, "--guidance_scale must be a number >= 0"),
+        ({"num_candidates": 0}, "--num_candidates must be an integer between 1"),
+        ({"mmi_weight": -1.0}, "--mmi_weight must be a number >= 0"),
         ({"unconditional_fraction": 1.0}, "--unconditional_fraction must be in"),
     ],
 )

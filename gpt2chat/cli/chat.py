@@ -5,13 +5,23 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from ..chat.settings import decoding_arguments
 from . import parse
+
+#: The decoding flags, generated from :class:`~gpt2chat.ChatSettings` (declared there once).
+ChatDecodingArguments = decoding_arguments(
+    "ChatDecodingArguments",
+    note="Default, for this and the decoding options below: the settings saved with the model "
+    "(generation_config.json and chat_config.json), else the value in brackets.",
+)
 
 
 @dataclass
-class ChatArguments:
+class ChatArguments(ChatDecodingArguments):
     """The original inference arguments (``--model_path``, ``--seed``, ``--gpu``, ``--max_turns``,
-    ``--top_p``, ``--end_command``) plus the decoding options of ``ChatSession``."""
+    ``--top_p``, ``--end_command``) plus the decoding options of ``ChatSession`` (those of
+    :class:`~gpt2chat.ChatSettings`, generated from it, and generate's beam and n-gram
+    options)."""
 
     model_path: str = field(
         default=None,
@@ -25,61 +35,19 @@ class ChatArguments:
         default="0",
         metadata={"help": "CUDA device index to use when a GPU is available, or 'cpu'."},
     )
-    max_turns: int | None = field(
-        default=None,
-        metadata={
-            "help": "Utterances per exchange, the reply included (as in training). Default, for "
-            "this and the decoding options below: the model's chat_config.json, else the "
-            "value in brackets. [5]"
-        },
-    )
-    top_p: float | None = field(
-        default=None, metadata={"help": "Nucleus sampling probability. [0.8]"}
-    )
     end_command: str = field(default="Abort!", metadata={"help": "A line that ends the chat."})
-    top_k: int | None = field(default=None, metadata={"help": "Top-k sampling (0: off). [0]"})
-    temperature: float | None = field(
-        default=None, metadata={"help": "Sampling temperature. [1.0]"}
+    greedy: bool = field(
+        default=False, metadata={"help": "Greedy decoding instead of sampling (--do_sample false)."}
     )
-    greedy: bool = field(default=False, metadata={"help": "Greedy decoding instead of sampling."})
     num_beams: int = field(default=1, metadata={"help": "Beam search with this many beams."})
-    repetition_penalty: float | None = field(
-        default=None,
-        metadata={"help": "Penalty (> 1) for tokens already in the context. [off]"},
-    )
     no_repeat_ngram_size: int | None = field(
         default=None, metadata={"help": "Never repeat an n-gram of this size."}
-    )
-    max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Longest reply, in tokens. [64]"}
-    )
-    guidance_scale: float | None = field(
-        default=None,
-        metadata={
-            "help": "Context guidance: contrast the reply's scores given the conversation with "
-            "those given none (1: off; 1.2-1.5 for small models; not with --num_beams). [1]"
-        },
-    )
-    num_candidates: int | None = field(
-        default=None,
-        metadata={
-            "help": "Sample this many replies side by side and answer with the one the "
-            "conversation explains best (MMI reranking; 1: off; not with --greedy or --num_beams)."
-            " The reply then comes whole, not streamed. [1]"
-        },
-    )
-    mmi_weight: float | None = field(
-        default=None,
-        metadata={
-            "help": "With --num_candidates: score = log p(reply | conversation) - mmi_weight * "
-            "log p(reply | no conversation). [0.5]"
-        },
     )
     chat_config: bool = field(
         default=True,
         metadata={
-            "help": "Use the decoding settings saved with the model (chat_config.json) as the "
-            "defaults (--no_chat_config: the values in brackets)."
+            "help": "Use the decoding settings saved with the model as the defaults "
+            "(--no_chat_config: the values in brackets; the token-type record holds either way)."
         },
     )
     min_new_tokens: int | None = field(
@@ -118,33 +86,20 @@ class ChatArguments:
     def __post_init__(self):
         if not self.model_path:
             raise ValueError("--model_path is required (a fine-tuned model folder or hub id).")
-        if self.max_turns is not None and self.max_turns < 2:
-            raise ValueError(f"--max_turns must be >= 2, got {self.max_turns}.")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}.")
-        if self.top_k is not None and self.top_k < 0:
-            raise ValueError(f"--top_k must be >= 0 (0: off), got {self.top_k}.")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"--temperature must be > 0, got {self.temperature}.")
+        super().__post_init__()  # the decoding values, by ChatSettings' rules
+        if self.greedy:
+            if self.do_sample:
+                raise ValueError("--greedy and --do_sample true contradict: drop one.")
+            self.do_sample = False
         if self.num_beams < 1:
             raise ValueError(f"--num_beams must be >= 1, got {self.num_beams}.")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens}.")
-        if self.guidance_scale is not None and not self.guidance_scale >= 0:
-            raise ValueError(f"--guidance_scale must be >= 0 (1: off), got {self.guidance_scale}.")
         if self.guidance_scale not in (None, 1) and self.num_beams > 1:
             raise ValueError("--guidance_scale works without beam search: drop --num_beams.")
-        if self.num_candidates is not None and not 1 <= self.num_candidates <= 64:
-            raise ValueError(
-                f"--num_candidates must be between 1 and 64, got {self.num_candidates}."
-            )
-        if (self.num_candidates or 1) > 1 and (self.greedy or self.num_beams > 1):
+        if (self.num_candidates or 1) > 1 and (self.do_sample is False or self.num_beams > 1):
             raise ValueError(
                 "--num_candidates reranks sampled replies: drop --greedy / --num_beams, or "
                 "use --num_candidates 1."
             )
-        if self.mmi_weight is not None and not self.mmi_weight >= 0:
-            raise ValueError(f"--mmi_weight must be >= 0, got {self.mmi_weight}.")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {self.threads}.")
         if not self.end_command.strip():
@@ -158,28 +113,20 @@ class ChatArguments:
         return f"cuda:{int(self.gpu)}" if self.gpu.isdigit() else self.gpu
 
     def generation_options(self) -> dict:
-        """The ``ChatSession`` options given on the command line (``None``: not given, so the
-        model's ``chat_config.json`` or the library default decides)."""
-        sampling = not self.greedy and self.num_beams == 1
-        options: dict = {
-            "max_turns": self.max_turns,
-            "max_new_tokens": self.max_new_tokens,
-            "min_new_tokens": self.min_new_tokens,
-            "repetition_penalty": self.repetition_penalty,
-            "no_repeat_ngram_size": self.no_repeat_ngram_size,
-            "guidance_scale": self.guidance_scale,
-        }
-        if self.greedy or self.num_beams > 1:
+        """The ``ChatSession`` options given on the command line (not given: the settings
+        saved with the model, or the library default, decide)."""
+        options = self.given_decoding()
+        if self.num_beams > 1:
             options.update(do_sample=False, num_beams=self.num_beams)
-        if sampling:
-            options.update(
-                top_p=self.top_p,
-                top_k=self.top_k,
-                temperature=self.temperature,
-                num_candidates=self.num_candidates,
-                mmi_weight=self.mmi_weight,
-            )
-        return {k: v for k, v in options.items() if v is not None}
+        if options.get("do_sample") is False:  # sampling-only values would contradict it
+            for key in ("temperature", "top_p", "top_k", "num_candidates", "mmi_weight"):
+                options.pop(key, None)
+        extra = {
+            "min_new_tokens": self.min_new_tokens,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+        }
+        options.update({k: v for k, v in extra.items() if v is not None})
+        return options
 
 
 def cmd_chat(argv: list[str]) -> int:

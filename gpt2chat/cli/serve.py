@@ -7,11 +7,23 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from ..chat.settings import decoding_arguments
 from . import parse
+
+#: The decoding flags, generated from :class:`~gpt2chat.ChatSettings` (declared there once).
+ServeDecodingArguments = decoding_arguments(
+    "ServeDecodingArguments",
+    exclude=("use_token_type_ids",),
+    note="Default, for this and the decoding options below: the settings saved with the model "
+    "(generation_config.json and chat_config.json), else the value in brackets. "
+    "--max_new_tokens: when a request gives no max_tokens; --temperature (0: greedy) and --top_p: "
+    "defaults a request may override; the others hold for every request.",
+)
+ServeDecodingArguments.server_semantics = True
 
 
 @dataclass
-class ServeArguments:
+class ServeArguments(ServeDecodingArguments):
     """Where to listen, what to allow, and the decoding used when a request does not say."""
 
     model: str = field(
@@ -58,58 +70,11 @@ class ServeArguments:
     max_tokens_limit: int = field(
         default=512, metadata={"help": "Largest max_tokens a request may ask for."}
     )
-    max_new_tokens: int | None = field(
-        default=None,
-        metadata={
-            "help": "Reply length when a request gives no max_tokens. Default, for this and the "
-            "decoding options below: the model's chat_config.json, else the value in "
-            "brackets. [64]"
-        },
-    )
-    temperature: float | None = field(
-        default=None,
-        metadata={"help": "Default sampling temperature (0: greedy decoding). [1.0]"},
-    )
-    top_p: float | None = field(
-        default=None, metadata={"help": "Default nucleus sampling probability. [0.8]"}
-    )
-    top_k: int | None = field(
-        default=None, metadata={"help": "Top-k sampling for every request (0: off). [0]"}
-    )
-    repetition_penalty: float | None = field(
-        default=None,
-        metadata={"help": "Penalty (> 1) for tokens already in the context. [off]"},
-    )
-    guidance_scale: float | None = field(
-        default=None,
-        metadata={
-            "help": "Context guidance for every request: contrast the reply's scores given the "
-            "conversation with those given none (1: off; 1.2-1.5 for small models). [1]"
-        },
-    )
-    num_candidates: int | None = field(
-        default=None,
-        metadata={
-            "help": "For sampled requests: sample this many replies side by side and answer with "
-            "the one the conversation explains best (MMI reranking; 1: off). Streams then send "
-            "the reply as one chunk. [1]"
-        },
-    )
-    mmi_weight: float | None = field(
-        default=None,
-        metadata={
-            "help": "With --num_candidates: the weight of log p(reply | no conversation). [0.5]"
-        },
-    )
-    max_turns: int | None = field(
-        default=None,
-        metadata={"help": "Utterances per exchange, the reply included (as in training). [5]"},
-    )
     chat_config: bool = field(
         default=True,
         metadata={
-            "help": "Use the decoding settings saved with the model (chat_config.json) as the "
-            "defaults (--no_chat_config: the values in brackets)."
+            "help": "Use the decoding settings saved with the model as the defaults "
+            "(--no_chat_config: the values in brackets)."
         },
     )
     persona: str | None = field(
@@ -137,6 +102,7 @@ class ServeArguments:
             raise ValueError(f"--port must be between 0 and 65535, got {self.port}.")
         if self.api_key is None:
             self.api_key = os.environ.get("GPT2CHAT_API_KEY") or None
+        super().__post_init__()
         self.settings()  # validates the limits and decoding defaults
 
     def settings(self):
@@ -151,20 +117,12 @@ class ServeArguments:
             max_messages=self.max_messages,
             max_chars=self.max_chars,
             max_tokens_limit=self.max_tokens_limit,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repetition_penalty=self.repetition_penalty,
-            guidance_scale=self.guidance_scale,
-            num_candidates=self.num_candidates,
-            mmi_weight=self.mmi_weight,
-            max_turns=self.max_turns,
             chat_config=self.chat_config,
             persona=self.persona,
             max_len=self.max_len,
             device=self.device,
             dtype=self.dtype,
+            **self.given_decoding(),
         )
 
     def hosts(self) -> list[str]:

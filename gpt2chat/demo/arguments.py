@@ -7,18 +7,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..chat.settings import ChatSettings
+from ..chat.settings import ChatSettings, decoding_arguments
 
 #: Generic messages whose one-message conversations are the reference side of the chat's MMI
 #: reranking (``mmi_contexts``): a reply that would fit any of them scores low.
 MMI_CONTEXTS = ("Hi.", "What's up?", "Okay.", "I see.", "Tell me about yourself.")
 
 
+#: The chat's decoding: what the demo's transcripts were judged with (docs/demo-tuning.md).
+DEMO_DECODING = ChatSettings(
+    temperature=0.7,
+    top_p=0.9,
+    repetition_penalty=1.2,
+    max_new_tokens=48,
+    guidance_scale=1.3,
+    num_candidates=6,
+    mmi_weight=0.75,
+    mmi_contexts=list(MMI_CONTEXTS),
+)
+
+#: The chat's decoding flags, generated from :class:`~gpt2chat.ChatSettings` with the demo's
+#: defaults (``max_turns`` is the training's, below; the demo's model takes no token types).
+DemoDecodingArguments = decoding_arguments(
+    "DemoDecodingArguments",
+    defaults=DEMO_DECODING,
+    optional=False,
+    exclude=("max_turns", "use_token_type_ids"),
+    note="(The chat's decoding, saved with the model.)",
+)
+
+
 @dataclass
-class DemoArguments:
+class DemoArguments(DemoDecodingArguments):
     """Options of ``gpt2chat demo``; the defaults are the tuned quick start (README notes)."""
 
     output_dir: str = field(
@@ -127,35 +148,9 @@ class DemoArguments:
             "choices": ["auto", "repl", "script", "none"],
         },
     )
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature in chat."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling probability in chat."})
-    repetition_penalty: float = field(
-        default=1.2, metadata={"help": "Penalty for tokens already in the context (chat)."}
-    )
-    max_new_tokens: int = field(default=48, metadata={"help": "Longest reply in chat, in tokens."})
-    guidance_scale: float = field(
-        default=1.3,
-        metadata={
-            "help": "Context guidance in chat (ChatSession's guidance_scale): contrast the reply's "
-            "next-token scores given the conversation with those given none; 1 turns it off."
-        },
-    )
-    num_candidates: int = field(
-        default=6,
-        metadata={
-            "help": "Replies sampled per turn in chat; the one the conversation explains best is "
-            "answered (ChatSession's num_candidates: MMI reranking; 1 turns it off)."
-        },
-    )
-    mmi_weight: float = field(
-        default=0.75,
-        metadata={
-            "help": "Reranking score: log p(reply | conversation) - mmi_weight * "
-            "log p(reply | the generic messages of MMI_CONTEXTS)."
-        },
-    )
 
     def __post_init__(self):
+        super().__post_init__()  # the chat's decoding values, by ChatSettings' rules
         for name in ("max_steps", "per_device_train_batch_size", "max_turns", "eval_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -182,14 +177,6 @@ class DemoArguments:
             raise ValueError(
                 f"--unconditional_fraction must be in [0, 1), got {self.unconditional_fraction}."
             )
-        if not self.guidance_scale >= 0:
-            raise ValueError(f"--guidance_scale must be >= 0 (1 = off), got {self.guidance_scale}.")
-        if not isinstance(self.num_candidates, int) or not 1 <= self.num_candidates <= 64:
-            raise ValueError(
-                f"--num_candidates must be between 1 (off) and 64, got {self.num_candidates!r}."
-            )
-        if not self.mmi_weight >= 0:
-            raise ValueError(f"--mmi_weight must be >= 0, got {self.mmi_weight}.")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"--data_dir {self.data_dir}: no such folder.")
 
@@ -197,18 +184,6 @@ class DemoArguments:
     def chat_settings(self) -> ChatSettings:
         """The chat's decoding settings, as saved in the model folder (``generation_config.json``
         and ``chat_config.json``)."""
-        from ..chat.settings import ChatSettings
-
-        return ChatSettings(
-            max_turns=self.max_turns,
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
-            max_new_tokens=self.max_new_tokens,
-            guidance_scale=self.guidance_scale,
-            num_candidates=self.num_candidates,
-            mmi_weight=self.mmi_weight,
-            mmi_contexts=list(MMI_CONTEXTS),
-            use_token_type_ids=False,
+        return self.as_chat_settings(
+            ChatSettings(max_turns=self.max_turns, use_token_type_ids=False)
         )

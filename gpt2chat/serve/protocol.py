@@ -5,6 +5,7 @@ body into a :class:`ChatRequest` (:func:`parse_chat_request`). No HTTP here: :mo
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from ..chat.settings import MIN_TEMPERATURE, ChatSettings
+from ..chat.settings import MIN_TEMPERATURE, ChatSettings, decoding_arguments
 
 __all__ = [
     "APIError",
@@ -32,9 +33,20 @@ _MAX_SEED = 2**63 - 1
 
 
 # --------------------------------------------------------------------------- settings
+#: The decoding a request that does not say gets: :class:`~gpt2chat.ChatSettings`' fields,
+#: generated from it (``None``: the model's saved settings, else the library defaults).
+ServeDecoding = decoding_arguments("ServeDecoding", exclude=("use_token_type_ids",))
+ServeDecoding.server_semantics = True
+
+
 @dataclass
-class ServeSettings:
+class ServeSettings(ServeDecoding):
     """What the server allows and the decoding it uses when a request does not say.
+
+    The decoding fields are :class:`~gpt2chat.ChatSettings`' (``max_turns``, ``do_sample``,
+    ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``max_new_tokens``,
+    ``guidance_scale``, ``num_candidates``, ``mmi_weight``, ``mmi_contexts``), each ``None``
+    unless given; ``temperature`` 0 is greedy decoding, as in OpenAI requests.
 
     Args:
         model_name: the model id shown by ``/v1/models`` and the page (default: the folder name).
@@ -48,24 +60,13 @@ class ServeSettings:
         max_messages: most messages in one request (the persona included).
         max_chars: most characters in one request, all message contents together.
         max_tokens_limit: the largest ``max_tokens`` a request may ask for.
-        max_new_tokens: reply length when a request gives no ``max_tokens``.
-        temperature: default sampling temperature; ``0`` makes greedy decoding the default.
-        top_p: default nucleus sampling probability (the original recipe's ``0.8``).
-        top_k: top-k sampling (``0``: off), for every sampled request.
-        repetition_penalty: optional penalty (> 1) for every request.
-        guidance_scale: context guidance for every request (``ChatSession``'s
-            ``guidance_scale``; ``1``: off).
-        num_candidates: for sampled requests, MMI reranking of this many replies
-            (``ChatSession``'s ``num_candidates``; ``1``: off); streams send the reply whole.
-        mmi_weight: ``ChatSession``'s ``mmi_weight`` for that reranking.
-        mmi_contexts: ``ChatSession``'s ``mmi_contexts`` for that reranking (``None``: the
-            model's ``chat_config.json`` value, else the empty conversation).
-        max_turns: utterances per exchange, the reply included, as in training.
-        chat_config: fill the decoding values left at ``None`` above (``max_new_tokens`` to
-            ``max_turns``) from the model's ``chat_config.json`` (:class:`~gpt2chat.ChatSettings`),
-            else from the library defaults (64 tokens, temperature 1, top-p 0.8, top-k off, no
-            repetition penalty, guidance 1, 1 candidate, mmi weight 0.5, 5 turns). ``False``:
-            the library defaults only.
+        chat_config: fill the decoding values left at ``None`` from the settings saved with the
+            model (``generation_config.json`` and ``chat_config.json``), else from the library
+            defaults (64 tokens, temperature 1, top-p 0.8, top-k off, no repetition penalty,
+            guidance 1, 1 candidate, mmi weight 0.5, 5 turns). ``False``: the library defaults
+            only. ``max_new_tokens`` is the length when a request gives no ``max_tokens``;
+            ``temperature`` and ``top_p`` are the defaults a request may override; the others
+            hold for every request (reranking for the sampled ones).
         persona: persona used when a request has no ``system`` message / ``persona``.
         max_len: context size to fit prompt + reply in (default: the model's).
         device: where to load the model (``auto``: CUDA when available).
@@ -80,16 +81,6 @@ class ServeSettings:
     max_messages: int = 100
     max_chars: int = 32_000
     max_tokens_limit: int = 512
-    max_new_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    guidance_scale: float | None = None
-    num_candidates: int | None = None
-    mmi_weight: float | None = None
-    mmi_contexts: list[str] | None = None
-    max_turns: int | None = None
     chat_config: bool = True
     persona: str | None = None
     max_len: int | None = None
@@ -114,17 +105,11 @@ class ServeSettings:
             self.max_new_tokens is None or 1 <= self.max_new_tokens <= self.max_tokens_limit,
             f"max_new_tokens must be between 1 and max_tokens_limit={self.max_tokens_limit}",
         )
+        # Each decoding value by ChatSettings' rules (temperature 0: greedy), then the server's
+        # own bounds (OpenAI's, for what a request may ask).
+        super().__post_init__()
         need(0.0 <= given("temperature") <= 2.0, "temperature must be between 0 and 2")
-        need(0.0 <= given("top_p") <= 1.0, "top_p must be between 0 and 1")
-        need(given("top_k") >= 0, "top_k must be >= 0")
-        need(
-            self.repetition_penalty is None or self.repetition_penalty > 0,
-            "repetition_penalty must be > 0",
-        )
-        need(0.0 <= given("guidance_scale") <= 10.0, "guidance_scale must be between 0 and 10")
-        need(1 <= given("num_candidates") <= 64, "num_candidates must be between 1 and 64")
-        need(given("mmi_weight") >= 0.0, "mmi_weight must be >= 0")
-        need(given("max_turns") >= 2, "max_turns must be >= 2")
+        need(given("guidance_scale") <= 10.0, "guidance_scale must be between 0 and 10")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
         if self.api_key is not None:
@@ -141,10 +126,17 @@ class ServeSettings:
             need(bool(self.allowed_hosts), "allowed_hosts must name at least one host (or '*')")
 
     def with_chat_settings(self, saved: ChatSettings | None) -> ServeSettings:
-        """These settings with every decoding value left at ``None`` taken from ``saved`` (the
-        model's ``chat_config.json``), else from the library defaults."""
-        chat = saved if saved is not None and self.chat_config else ChatSettings()
+        """These settings with every decoding value resolved: the one given here, else
+        ``saved``'s (the settings saved with the model), else the library default. Greedy
+        decoding is ``temperature`` 0."""
+        chat = copy.copy(saved if saved is not None and self.chat_config else ChatSettings())
+        given = self.given_decoding()
+        if given.get("temperature") == 0:
+            given.update(do_sample=False, temperature=chat.temperature)
+        for key, value in given.items():  # unchecked as a whole: reranking is per request
+            setattr(chat, key, value)
         values = {
+            "do_sample": chat.do_sample,
             "max_new_tokens": min(chat.max_new_tokens, self.max_tokens_limit),
             "temperature": chat.temperature if chat.do_sample else 0.0,
             "top_p": chat.top_p,
@@ -156,8 +148,7 @@ class ServeSettings:
             "mmi_contexts": chat.mmi_contexts,
             "max_turns": chat.max_turns,
         }
-        missing = {k: v for k, v in values.items() if getattr(self, k) is None}
-        return replace(self, **missing) if missing else self
+        return replace(self, **values)
 
     @property
     def max_body_bytes(self) -> int:

@@ -348,3 +348,37 @@ def test_cli_chat_reports_a_broken_chat_config(tmp_path, plain_dir, capsys):
     assert main(["chat", "--model_path", str(folder), "--gpu", "cpu"]) != 0
     err = capsys.readouterr().err
     assert CHAT_CONFIG_NAME in err and "top_p" in err
+
+
+# --------------------------------------------------------------------------- one declaration
+def test_every_front_ends_decoding_flags_are_generated_from_chat_settings():
+    """A decoding option is declared once, on ChatSettings: the chat and serve CLIs, the server's
+    settings and the demo get its flag, help and checks from there."""
+    from dataclasses import fields
+
+    from gpt2chat.chat.settings import DecodingOptions
+    from gpt2chat.cli.chat import ChatArguments
+    from gpt2chat.cli.serve import ServeArguments
+    from gpt2chat.demo import DemoArguments
+    from gpt2chat.serve import ServeSettings
+
+    declared = {f.name: f for f in fields(ChatSettings)}
+    front_ends = {
+        ChatArguments: (),
+        ServeArguments: ("use_token_type_ids",),
+        ServeSettings: ("use_token_type_ids",),
+        DemoArguments: ("max_turns", "use_token_type_ids"),  # max_turns: the training's own
+    }
+    for cls, excluded in front_ends.items():
+        generated = next(b for b in cls.__mro__[1:] if issubclass(b, DecodingOptions))
+        names = [f.name for f in fields(generated)]
+        assert names == [n for n in declared if n not in excluded], cls
+        for f in fields(generated):
+            assert f.metadata["help"].startswith(declared[f.name].metadata["help"]), f.name
+    with pytest.raises(ValueError, match=r"--top_p must be in \(0, 1\], got 2"):
+        ChatArguments(model_path="x", top_p=2)
+    with pytest.raises(ValueError, match=r"--top_p must be in \(0, 1\], got 2"):
+        DemoArguments(top_p=2)
+    with pytest.raises(ValueError, match=r"--top_p must be in \(0, 1\], got 2"):
+        ServeSettings(top_p=2)
+    assert ServeSettings(temperature=0).with_chat_settings(None).do_sample is False  # greedy

@@ -546,8 +546,10 @@ def test_guidance_scale_setting_applies_to_every_request(model_dir, reference):
         assert response.json()["choices"][0]["message"]["content"] == guided.send(
             "I failed my exam today."
         )
+    with pytest.raises(ValueError, match=r"--guidance_scale must be a number >= 0"):
+        ServeSettings(guidance_scale=-1)  # ChatSettings' rule, naming the flag
     with pytest.raises(ValueError, match="guidance_scale must be between 0 and 10"):
-        ServeSettings(guidance_scale=-1)
+        ServeSettings(guidance_scale=11)  # the server's own bound
 
 
 def test_num_candidates_setting_reranks_sampled_requests(model_dir, reference):
@@ -585,7 +587,7 @@ def test_num_candidates_setting_reranks_sampled_requests(model_dir, reference):
         greedy = {"messages": messages, "temperature": 0}
         response = httpx.post(f"{live.url}/v1/chat/completions", json=greedy, timeout=60)
         assert response.status_code == 200, response.text
-    with pytest.raises(ValueError, match="num_candidates must be between 1 and 64"):
+    with pytest.raises(ValueError, match="--num_candidates must be an integer between 1"):
         ServeSettings(num_candidates=0)
 
 
