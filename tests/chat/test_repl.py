@@ -208,7 +208,10 @@ def test_cli_num_candidates_reranks_sampled_replies(model_dir, monkeypatch, caps
         (["--model_path", "x", "--greedy", "--do_sample", "true"], "contradict"),
         (["--model_path", "x", "--use_token_type_ids", "maybe"], "--use_token_type_ids"),
         (["--model_path", "x", "--guidance_scale", "2", "--num_beams", "2"], "drop --num_beams"),
-        (["--model_path", "x", "--num_candidates", "0"], "--num_candidates must be an integer between 1"),
+        (
+            ["--model_path", "x", "--num_candidates", "0"],
+            "--num_candidates must be an integer between 1",
+        ),
         (["--model_path", "x", "--num_candidates", "4", "--greedy"], "drop --greedy"),
         (["--model_path", "x", "--num_candidates", "4", "--mmi_weight", "-1"], "--mmi_weight"),
     ],
