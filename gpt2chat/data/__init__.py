@@ -27,8 +27,8 @@ from .base import (
     EmptyDatasetError,
     LoaderStats,
     check_split,
-    finalize_dialogues,
 )
+from .cache import finalize_dialogues
 
 logger = logging.getLogger(__name__)
 

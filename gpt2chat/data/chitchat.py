@@ -40,7 +40,8 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, check_text, describe, read_text
+from .base import DataFormatError, check_split, check_text, describe, read_text
+from .cache import cached_dialogues
 from .download import pop_cache_dir
 from .json_input import json_error, parse_json
 

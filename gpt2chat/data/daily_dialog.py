@@ -27,12 +27,12 @@ import datasets
 
 from .base import (
     DataFormatError,
-    cached_dialogues,
     check_split,
     decode_text,
     read_text,
     split_lines,
 )
+from .cache import cached_dialogues
 from .download import download_dataset, pop_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def load_daily_dialog(
     A line without any ``__eou__`` is not a DailyDialog dialogue: it is skipped and counted, and
     a warning names the file and the first line numbers (the rest of the file still loads).
     Empty utterances and dialogues with fewer than 2 utterances are dropped and counted by
-    :func:`~gpt2chat.data.base.finalize_dialogues`. The counts are in the dataset's
+    :func:`~gpt2chat.data.cache.finalize_dialogues`. The counts are in the dataset's
     ``info.description``; a split left without any dialogue (an empty file, no line with
     ``__eou__``) is an ``EmptyDatasetError`` naming the file and these counts.
 

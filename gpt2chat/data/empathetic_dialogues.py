@@ -35,7 +35,8 @@ from typing import Any
 
 import datasets
 
-from .base import DataFormatError, cached_dialogues, check_split, read_text, split_lines, where
+from .base import DataFormatError, check_split, read_text, split_lines, where
+from .cache import cached_dialogues
 from .download import download_dataset, pop_cache_dir
 from .normalize import normalize_text
 

@@ -42,13 +42,13 @@ import datasets
 
 from .base import (
     DataFormatError,
-    cached_dialogues,
     check_split,
     check_text,
     describe,
     read_text,
     where,
 )
+from .cache import cached_dialogues
 from .download import pop_cache_dir
 from .json_input import parse_json
 

@@ -38,13 +38,13 @@ import datasets
 
 from .base import (
     DataFormatError,
-    cached_dialogues,
     check_split,
     describe,
     has_surrogate,
     read_text,
     split_lines,
 )
+from .cache import cached_dialogues
 from .download import download_dataset, pop_cache_dir
 from .json_input import parse_json
 

@@ -16,8 +16,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gpt2chat.data import load_dialogues
-from gpt2chat.data.base import DataFormatError, finalize_dialogues
+from gpt2chat.data.base import DataFormatError
 from gpt2chat.data.blended_skill_talk import load_blended_skill_talk
+from gpt2chat.data.cache import finalize_dialogues
 from gpt2chat.data.chitchat import load_chitchat
 from gpt2chat.data.daily_dialog import load_daily_dialog
 from gpt2chat.data.empathetic_dialogues import REQUIRED_COLUMNS, load_empathetic_dialogues
