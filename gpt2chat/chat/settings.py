@@ -28,8 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import typing
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,7 @@ MIN_TEMPERATURE = 1e-3
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CHAT_CONFIG_NAME",
-    "CHAT_FIELDS",
-    "GENERATION_FIELDS",
-    "ChatSettings",
-    "DecodingOptions",
-    "decoding_arguments",
-]
+__all__ = ["CHAT_CONFIG_NAME", "CHAT_FIELDS", "GENERATION_FIELDS", "ChatSettings"]
 
 #: File name of gpt2chat's own settings inside a model folder.
 CHAT_CONFIG_NAME = "chat_config.json"
@@ -443,89 +435,3 @@ class ChatSettings:
         except (OSError, ValueError) as err:
             logger.debug("No %s for %s: %s", name, hub_id, err)
             return None
-
-
-# --------------------------------------------------------------------------- as arguments
-def decoding_arguments(
-    name: str,
-    *,
-    defaults: ChatSettings | None = None,
-    optional: bool = True,
-    exclude: tuple[str, ...] = (),
-    note: str = "",
-) -> type:
-    """A dataclass of :class:`ChatSettings`' fields as command-line arguments (for
-    ``HfArgumentParser``; the chat and serve CLIs, ``ServeSettings`` and the demo inherit from
-    one): the flags are generated here, so a decoding option is declared once, on
-    :class:`ChatSettings`.
-
-    With ``optional`` every field defaults to ``None`` ("not given": the model's saved settings,
-    else ``defaults``, decide) and its help ends with the default in brackets; otherwise the
-    fields default to ``defaults``' values. Given values are checked by :class:`ChatSettings`'
-    rules, errors naming the ``--flag``. ``exclude`` leaves fields out; ``note`` is appended to
-    the first field's help.
-    """
-    base = defaults or ChatSettings()
-    hints = typing.get_type_hints(ChatSettings)
-    specs = []
-    for f in fields(ChatSettings):
-        if f.name in exclude:
-            continue
-        value = getattr(base, f.name)
-        text = f.metadata.get("help", "")
-        if optional:
-            shown = {None: "off"}.get(value, value) if f.name != "use_token_type_ids" else None
-            text = f"{text} [{'the record' if shown is None else shown}]"
-        if note and not specs:
-            text = f"{text} {note}"
-        kind = hints[f.name] | None if optional else hints[f.name]
-        if isinstance(value, list):
-            default = field(default_factory=lambda v=value: list(v), metadata={"help": text})
-        else:
-            default = field(default=None if optional else value, metadata={"help": text})
-        specs.append((f.name, kind, default))
-    return make_dataclass(name, specs, bases=(DecodingOptions,), namespace={"__module__": __name__})
-
-
-class DecodingOptions:
-    """Base of the dataclasses :func:`decoding_arguments` makes: the given values, checked."""
-
-    #: The server's convention (OpenAI's): ``temperature`` 0 is greedy decoding, and reranking
-    #: applies to the requests that sample; the values are checked accordingly.
-    server_semantics: typing.ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        self.check_decoding()
-
-    def decoding_fields(self) -> list[str]:
-        names = {f.name for f in fields(ChatSettings)}
-        return [f.name for f in fields(self) if f.name in names]
-
-    def given_decoding(self) -> dict[str, Any]:
-        """The decoding values given (not ``None``)."""
-        values = {name: getattr(self, name) for name in self.decoding_fields()}
-        return {k: v for k, v in values.items() if v is not None}
-
-    def check_decoding(self, given: dict[str, Any] | None = None) -> None:
-        """Check each given value (default: :meth:`given_decoding`) by :class:`ChatSettings`'
-        rules, the others at their defaults; a combination is checked where the values meet
-        (``ChatSession``)."""
-        given = dict(self.given_decoding() if given is None else given)
-        if self.server_semantics:
-            if given.get("temperature") == 0:
-                given.pop("temperature")  # greedy
-            given.pop("do_sample", None)  # reranking applies to the sampled requests
-        if not given:
-            return
-        trial = ChatSettings.__new__(ChatSettings)
-        for f in fields(ChatSettings):
-            setattr(trial, f.name, given.get(f.name, f.default))
-        if trial.num_candidates > 1 and "do_sample" not in given:
-            trial.do_sample = True  # a combination: checked where the values meet
-        trial._check(flags=True)
-
-    def as_chat_settings(self, base: ChatSettings | None = None) -> ChatSettings:
-        """``base`` (default: the library's) with the given values."""
-        import dataclasses
-
-        return dataclasses.replace(base or ChatSettings(), **self.given_decoding())

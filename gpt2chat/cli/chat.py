@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..chat.settings import decoding_arguments
+from ..chat.flags import decoding_arguments
 from . import parse
 
 #: The decoding flags, generated from :class:`~gpt2chat.ChatSettings` (declared there once).

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..chat.settings import ChatSettings, decoding_arguments
+from ..chat.flags import decoding_arguments
+from ..chat.settings import ChatSettings
 
 #: Generic messages whose one-message conversations are the reference side of the chat's MMI
 #: reranking (``mmi_contexts``): a reply that would fit any of them scores low.

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from ..chat.settings import MIN_TEMPERATURE, ChatSettings, decoding_arguments
+from ..chat.flags import decoding_arguments
+from ..chat.settings import MIN_TEMPERATURE, ChatSettings
 
 __all__ = [
     "APIError",

@@ -356,7 +356,7 @@ def test_every_front_ends_decoding_flags_are_generated_from_chat_settings():
     settings and the demo get its flag, help and checks from there."""
     from dataclasses import fields
 
-    from gpt2chat.chat.settings import DecodingOptions
+    from gpt2chat.chat.flags import DecodingOptions
     from gpt2chat.cli.chat import ChatArguments
     from gpt2chat.cli.serve import ServeArguments
     from gpt2chat.demo import DemoArguments
