@@ -23,12 +23,13 @@ next commands) and :mod:`.run` (the whole demo); this package only re-exports th
 
 from __future__ import annotations
 
-from .arguments import MMI_CONTEXTS, DemoArguments
+from .arguments import DEMO_DECODING, MMI_CONTEXTS, DemoArguments
 from .chat import DEMO_SCRIPT, next_commands
 from .run import DONE_FILE, DemoResult, run_demo
 from .training import smollm2_gguf
 
 __all__ = [
+    "DEMO_DECODING",
     "DEMO_SCRIPT",
     "DONE_FILE",
     "MMI_CONTEXTS",
