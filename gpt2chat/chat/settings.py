@@ -50,26 +50,10 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 _FORMAT = "gpt2chat-chat-config"
 #: Version 1 files held every field; version 2 holds :data:`CHAT_FIELDS` only.
 _VERSION = 2
-#: The standard decoding fields, saved in ``generation_config.json``.
-GENERATION_FIELDS = (
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "max_new_tokens",
-)
-#: What only gpt2chat knows, saved in ``chat_config.json``.
-CHAT_FIELDS = (
-    "max_turns",
-    "guidance_scale",
-    "num_candidates",
-    "mmi_weight",
-    "mmi_contexts",
-    "use_token_type_ids",
-)
-#: What ``generate`` uses for a sampling field a ``generation_config.json`` leaves out.
-_GENERATE_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+#: Field metadata: ``file`` (where the value is saved), ``sampling`` (used only when sampling),
+#: ``generate_default`` (what ``generate`` uses when ``generation_config.json`` leaves it out),
+#: ``neutral`` (the ``generation_config.json`` value meaning "off", read as ``None``).
+_GEN, _CHAT = {"file": GENERATION_CONFIG_NAME}, {"file": CHAT_CONFIG_NAME}
 
 
 def _is_number(value: Any) -> bool:
@@ -109,52 +93,93 @@ class ChatSettings:
 
     max_turns: int = field(
         default=5,
-        metadata={"help": "Utterances per exchange, the reply included (as in training)."},
+        metadata={**_CHAT, "help": "Utterances per exchange, the reply included (as in training)."},
     )
     do_sample: bool = field(
-        default=True, metadata={"help": "Sample (true) or decode greedily (false)."}
+        default=True,
+        metadata={
+            **_GEN,
+            "generate_default": False,
+            "help": "Sample (true) or decode greedily (false).",
+        },
     )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling probability."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            **_GEN,
+            "sampling": True,
+            "generate_default": 1.0,
+            "help": "Sampling temperature.",
+        },
+    )
+    top_p: float = field(
+        default=0.8,
+        metadata={
+            **_GEN,
+            "sampling": True,
+            "generate_default": 1.0,
+            "help": "Nucleus sampling probability.",
+        },
+    )
+    top_k: int = field(
+        default=0,
+        metadata={
+            **_GEN,
+            "sampling": True,
+            "generate_default": 50,
+            "help": "Top-k sampling (0: off).",
+        },
+    )
     repetition_penalty: float | None = field(
-        default=None, metadata={"help": "Penalty (> 1) for tokens already in the context."}
+        default=None,
+        metadata={
+            **_GEN,
+            "neutral": 1.0,
+            "help": "Penalty (> 1) for tokens already in the context.",
+        },
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "Longest reply, in tokens."})
+    max_new_tokens: int = field(default=64, metadata={**_GEN, "help": "Longest reply, in tokens."})
     guidance_scale: float = field(
         default=1.0,
         metadata={
+            **_CHAT,
             "help": "Context guidance: contrast the reply's scores given the conversation with "
-            "those given none (1: off; 1.2-1.5 for small models; not with beam search)."
+            "those given none (1: off; 1.2-1.5 for small models; not with beam search).",
         },
     )
     num_candidates: int = field(
         default=1,
         metadata={
+            **_CHAT,
+            "sampling": True,
             "help": "Sample this many replies side by side and answer with the one the "
             "conversation explains best (MMI reranking; 1: off; needs sampling). The reply then "
-            "comes whole, not streamed."
+            "comes whole, not streamed.",
         },
     )
     mmi_weight: float = field(
         default=0.5,
         metadata={
+            **_CHAT,
+            "sampling": True,
             "help": "With num_candidates: score = log p(reply | conversation) - mmi_weight * "
-            "log p(reply | no conversation)."
+            "log p(reply | no conversation).",
         },
     )
     mmi_contexts: list[str] | None = field(
         default=None,
         metadata={
+            **_CHAT,
             "help": "With num_candidates: generic messages whose one-message conversations "
-            "replace the empty conversation in that score."
+            "replace the empty conversation in that score.",
         },
     )
     use_token_type_ids: bool | None = field(
         default=None,
         metadata={
+            **_CHAT,
             "help": "Feed token_type_ids (for a model trained with them; default: what "
-            "training recorded)."
+            "training recorded).",
         },
     )
 
@@ -225,7 +250,7 @@ class ChatSettings:
         sampling; no ``repetition_penalty`` when it is off)."""
         kwargs = self.to_dict()
         if not self.do_sample:
-            for key in ("temperature", "top_p", "top_k", "num_candidates", "mmi_weight"):
+            for key in SAMPLING_FIELDS:
                 kwargs.pop(key)
         for key in ("repetition_penalty", "mmi_contexts", "use_token_type_ids"):
             if kwargs.get(key) is None:
@@ -242,7 +267,7 @@ class ChatSettings:
         kwargs = self.session_kwargs()
         beams = (explicit.get("num_beams") or 1) > 1
         if not explicit.get("do_sample", self.do_sample) or beams:
-            for key in ("temperature", "top_p", "top_k", "num_candidates", "mmi_weight"):
+            for key in SAMPLING_FIELDS:
                 kwargs.pop(key, None)
         if beams:
             kwargs.pop("guidance_scale", None)
@@ -255,12 +280,9 @@ class ChatSettings:
     def apply_to(self, generation_config) -> None:
         """Write the standard decoding fields into a ``GenerationConfig`` (in place). Under greedy
         decoding the sampling fields are unset, as transformers requires."""
-        generation_config.do_sample = self.do_sample
-        sampling = ("temperature", "top_p", "top_k")
-        for key in sampling:
-            setattr(generation_config, key, getattr(self, key) if self.do_sample else None)
-        generation_config.repetition_penalty = self.repetition_penalty
-        generation_config.max_new_tokens = self.max_new_tokens
+        for name in GENERATION_FIELDS:
+            used = self.do_sample or name not in SAMPLING_FIELDS
+            setattr(generation_config, name, getattr(self, name) if used else None)
 
     def save_pretrained(
         self, save_directory: str | Path, generation_config=None, tokens=None
@@ -316,16 +338,17 @@ class ChatSettings:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a generation config (a JSON object); fix the file.")
         sampling = data.get("do_sample", False)
-        values: dict[str, Any] = {"do_sample": sampling}
-        for key in ("temperature", "top_p", "top_k"):
-            if sampling is not True:
-                break  # unused under greedy decoding (transformers ignores them too)
-            value = data.get(key)
-            values[key] = _GENERATE_DEFAULTS[key] if value is None else value
-        penalty = data.get("repetition_penalty")
-        values["repetition_penalty"] = None if penalty in (None, 1, 1.0) else penalty
-        if data.get("max_new_tokens") is not None:
-            values["max_new_tokens"] = data["max_new_tokens"]
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.metadata["file"] != GENERATION_CONFIG_NAME:
+                continue
+            if f.metadata.get("sampling") and sampling is not True:
+                continue  # unused under greedy decoding (transformers ignores them too)
+            value = data.get(f.name, f.metadata.get("generate_default"))
+            if value is not None and value == f.metadata.get("neutral", object()):
+                value = None  # "off"
+            if value is not None or "neutral" in f.metadata:
+                values[f.name] = value
         return values
 
     @classmethod
@@ -435,3 +458,13 @@ class ChatSettings:
         except (OSError, ValueError) as err:
             logger.debug("No %s for %s: %s", name, hub_id, err)
             return None
+
+
+#: The standard decoding fields, saved in ``generation_config.json`` (from the declarations).
+GENERATION_FIELDS = tuple(
+    f.name for f in fields(ChatSettings) if f.metadata["file"] == GENERATION_CONFIG_NAME
+)
+#: What only gpt2chat knows, saved in ``chat_config.json``.
+CHAT_FIELDS = tuple(f.name for f in fields(ChatSettings) if f.metadata["file"] == CHAT_CONFIG_NAME)
+#: The fields used only when sampling.
+SAMPLING_FIELDS = tuple(f.name for f in fields(ChatSettings) if f.metadata.get("sampling"))

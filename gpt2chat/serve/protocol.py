@@ -420,23 +420,18 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
 
     temperature = settings.temperature if body.temperature is None else body.temperature
     top_p = settings.top_p if body.top_p is None else body.top_p
-    options: dict[str, Any] = {
-        "max_new_tokens": int(max_tokens or max_completion or settings.max_new_tokens)
-    }
+    # The request's decoding: the server's (every ChatSettings field) with the request's values.
     # Below MIN_TEMPERATURE sampling is greedy in all but name, and the scores divided by such a
     # temperature overflow: decode greedily, as for 0.
-    if temperature < MIN_TEMPERATURE or top_p == 0.0:
-        options["do_sample"] = False
-    else:
-        options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=settings.top_k)
-        if settings.num_candidates > 1:
-            options.update(num_candidates=settings.num_candidates, mmi_weight=settings.mmi_weight)
-            if settings.mmi_contexts:
-                options["mmi_contexts"] = settings.mmi_contexts
-    if settings.repetition_penalty is not None:
-        options["repetition_penalty"] = settings.repetition_penalty
-    if settings.guidance_scale != 1.0:
-        options["guidance_scale"] = settings.guidance_scale
+    decoding = ChatSettings()
+    for name in settings.decoding_fields():
+        setattr(decoding, name, getattr(settings, name))
+    decoding.do_sample = not (temperature < MIN_TEMPERATURE or top_p == 0.0)
+    if decoding.do_sample:
+        decoding.temperature, decoding.top_p = temperature, top_p
+    decoding.max_new_tokens = int(max_tokens or max_completion or settings.max_new_tokens)
+    options = decoding.session_kwargs()
+    options.pop("max_turns")  # the session's window: the server's setting
     return ChatRequest(
         history=chat[:-1],
         text=chat[-1]["content"],
