@@ -5,7 +5,7 @@ Run ``.venv/bin/python -m benchmarks.chat`` (``--quick`` for a tiny smoke run). 
 * tokens/s of a reply at a ~200-token context on the GPT-2 124M architecture (random weights):
   the seed's loop (the whole sequence recomputed for every new token, no KV cache, top-p with
   softmax / sort / cumsum) and ``ChatSession`` (``model.generate`` with its KV cache) in a few
-  settings (growing / static cache, LM-head re-layout on / off, fp32 / bf16), each also as a
+  settings (dynamic / static cache, LM-head re-layout on / off, fp32 / bf16), each also as a
   share of the memory-bandwidth bound (weight bytes read per token / measured copy bandwidth);
 * the time to the first token at turns 1, 5 and 10 of a scripted conversation with
   ``max_turns=20`` (the window does not slide, so the prefix cache works), with and without it;
@@ -121,10 +121,6 @@ def fixed_length(session):
     return session
 
 
-def without_plain(options: dict) -> dict:
-    return {k: v for k, v in options.items() if k != "plain_cache"}
-
-
 def build_history(tokenizer, target: int) -> list[dict]:
     """Alternating messages whose rendered prompt (with the last user turn) is nearest ``target``
     tokens."""
@@ -165,7 +161,6 @@ def measure_throughput(args, model, tokenizer) -> tuple[list[Setting], dict]:
         Setting("ChatSession fp32 (default)", fast, lm_head),
         Setting("ChatSession fp32, fast_lm_head=False", model, {"fast_lm_head": False}),
         Setting("ChatSession fp32, static cache", fast, {"cache_implementation": "static"}),
-        Setting("ChatSession fp32, plain DynamicCache", fast, {**lm_head, "plain_cache": True}),
     ]
     if args.bf16:
         bf16 = copy.deepcopy(model).to(torch.bfloat16)
@@ -178,14 +173,9 @@ def measure_throughput(args, model, tokenizer) -> tuple[list[Setting], dict]:
             Setting("ChatSession fp32, static cache + torch.compile", fast, {"compile": True})
         )
     sessions = [
-        fixed_length(ChatSession(s.model, tokenizer, **fixed, **without_plain(s.session_options)))
+        fixed_length(ChatSession(s.model, tokenizer, **fixed, **s.session_options))
         for s in settings
     ]
-    for setting, session in zip(settings, sessions):
-        if setting.session_options.get("plain_cache"):  # transformers' own, for comparison
-            from transformers import DynamicCache
-
-            session.engine.cache.dynamic_class = DynamicCache
     rendered = render_messages([*history, {"role": "user", "content": USER_TURNS[-1]}], tokenizer)
     ids = torch.tensor([rendered["input_ids"]])
     types = torch.tensor([rendered["token_type_ids"]])

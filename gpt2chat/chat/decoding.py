@@ -1,12 +1,7 @@
-"""Decoding helpers that :class:`~gpt2chat.ChatSession` hands to ``model.generate``.
+"""Decoding helpers the :class:`~gpt2chat.chat.engine.Engine` hands to ``model.generate``.
 
-Three things, each motivated by the ``chat`` benchmark (``benchmarks/NOTES.md``):
+Two things, each motivated by the ``chat`` benchmark (``benchmarks/NOTES.md``):
 
-* :class:`GrowingKVCache`: a ``DynamicCache`` whose layers write each new key/value into a
-  buffer with spare room instead of ``torch.cat``-ing the whole cache on every token (at batch 1
-  on a CPU that copy of cold K/V tensors cost several ms per token). Crop, reset and the batch
-  operations keep working: anything that replaces the tensors makes the next update start a
-  new buffer.
 * :func:`relayout_output_embeddings`: on CPU, store the (tied) output embedding transposed in
   memory — same values, same shape, no extra memory — so the batch-1 LM-head product reads it
   in the layout this BLAS streams fastest (``x @ W`` with ``W`` as ``(d, vocab)``: ~1.8x the
@@ -24,85 +19,15 @@ own (``generate`` takes none and draws from torch's global generator).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from transformers import DynamicCache, LogitsProcessor
-from transformers.cache_utils import DynamicLayer
+from transformers import LogitsProcessor
 
 __all__ = [
     "FastTopPLogitsWarper",
     "GeneratorSampler",
-    "GrowingKVCache",
     "relayout_output_embeddings",
     "sampling_processors",
 ]
-
-_MIN_ROOM = 64  # spare positions added when a buffer is (re)allocated
-
-
-class _GrowingLayer(DynamicLayer):
-    """A ``DynamicLayer`` that appends into a preallocated buffer (doubling when full).
-
-    ``keys`` / ``values`` are views of the buffer's first ``seq_len`` positions, so everything
-    that reads them (attention, ``get_seq_length``, ``crop``) works as for ``DynamicLayer``.
-    """
-
-    _key_buffer: torch.Tensor | None = None
-    _value_buffer: torch.Tensor | None = None
-
-    def _owns(self, key_states: torch.Tensor, needed: int, held: int) -> bool:
-        buffer = self._key_buffer
-        if buffer is None or needed > buffer.shape[-2]:
-            return False
-        if buffer.dtype != key_states.dtype or buffer.device != key_states.device:
-            return False
-        if buffer.shape[:-2] != key_states.shape[:-2] or buffer.shape[-1] != key_states.shape[-1]:
-            return False
-        # crop() slices the view (same storage); batch ops and reset() replace the tensors.
-        return held == 0 or self.keys.data_ptr() == buffer.data_ptr()
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        held = self.keys.shape[-2] if self.keys is not None and self.keys.numel() else 0
-        needed = held + key_states.shape[-2]
-        if not self._owns(key_states, needed, held):
-            old = 0 if self._key_buffer is None else self._key_buffer.shape[-2]
-            room = max(needed + _MIN_ROOM, 2 * old)
-            keys = key_states.new_empty((*key_states.shape[:-2], room, key_states.shape[-1]))
-            values = value_states.new_empty(
-                (*value_states.shape[:-2], room, value_states.shape[-1])
-            )
-            if held:
-                keys[..., :held, :] = self.keys
-                values[..., :held, :] = self.values
-            self._key_buffer, self._value_buffer = keys, values
-        assert self._value_buffer is not None
-        self._key_buffer[..., held:needed, :] = key_states
-        self._value_buffer[..., held:needed, :] = value_states
-        self.keys = self._key_buffer[..., :needed, :]
-        self.values = self._value_buffer[..., :needed, :]
-        return self.keys, self.values
-
-
-class GrowingKVCache(DynamicCache):
-    """``DynamicCache`` without a ``torch.cat`` per token (see the module docs).
-
-    Takes the same arguments as ``DynamicCache``; full-attention layers become growing ones,
-    sliding-window layers (models that have them) stay as transformers makes them.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.layers = [
-            _GrowingLayer() if type(layer) is DynamicLayer and not layer.is_initialized else layer
-            for layer in self.layers
-        ]
-        if self.layer_class_to_replicate is DynamicLayer:
-            self.layer_class_to_replicate = _GrowingLayer
 
 
 def relayout_output_embeddings(model, transposed: bool = True) -> bool:

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -70,9 +70,8 @@ class Engine:
             pad and reply ids; candidates' text).
         max_len: the context size prompt + ``max_new_tokens`` must fit (default: the model's).
         prefix_cache: keep the KV cache between calls (see the module docs).
-        cache_implementation: ``"dynamic"`` (a ``DynamicCache`` that appends into spare room
-            instead of concatenating: :class:`~gpt2chat.chat.decoding.GrowingKVCache`) or
-            ``"static"`` (a preallocated ``StaticCache`` of ``max_len`` positions: compilable).
+        cache_implementation: ``"dynamic"`` (transformers' ``DynamicCache``) or ``"static"`` (a
+            preallocated ``StaticCache`` of ``max_len`` positions: compilable).
         compile: ``torch.compile`` the decoding step (through generate's ``compile_config``;
             needs ``cache_implementation="static"``, which it selects). Pays off on GPUs.
         fast_lm_head: on CPU, store the output embedding (LM head) transposed in memory: same
@@ -302,25 +301,25 @@ class Engine:
         seed = int(torch.randint(0, 2**62, (1,)))  # one draw of the global generator
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _beam_sampling(self, generator: torch.Generator | None):
+    @contextlib.contextmanager
+    def _beam_sampling(self, generator: torch.Generator | None) -> Iterator[None]:
         """Beam search with sampling draws inside transformers (no generator argument): run it
         on torch's generator seeded from ``generator``, the global state restored afterwards.
         The only path that touches the global generator (the server never uses beams)."""
         if generator is None:
-            return contextlib.nullcontext()
+            yield
+            return
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         device = self.device
-        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-        @contextlib.contextmanager
-        def seeded():
-            with fork:
-                torch.default_generator.manual_seed(seed)
-                if device.type == "cuda":
-                    torch.cuda.manual_seed(seed)
-                yield
-
-        return seeded()
+        cuda = device.type == "cuda"
+        index = (
+            device.index if device.index is not None or not cuda else torch.cuda.current_device()
+        )
+        with torch.random.fork_rng(devices=[index] if cuda else []):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed(seed)
+            yield
 
     def _run(self, call: Call, on_token=None, stop: StopFlag | None = None) -> Reply:
         """Run ``generate`` for a prompt; keep the new cache; return the reply."""
@@ -349,7 +348,9 @@ class Engine:
         if neutral:  # a copy with generate's own warpers and sampling switched off
             config = copy.deepcopy(config)
             config.update(**neutral)
-        unconditional = call.unconditional or self.no_conversation_prompt()
+        unconditional = call.unconditional
+        if unconditional is None and (self.guidance_scale != 1.0 or rows > 1):
+            unconditional = self.no_conversation_prompt()
         if self.guidance_scale != 1.0:
             processors.append(self._guidance(prompt_length, unconditional))
         if rows > 1 and self.distinct_first_tokens:  # it draws from the final scores

@@ -32,9 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor
-
-from .decoding import GrowingKVCache
+from transformers import DynamicCache, LogitsProcessor
 
 __all__ = ["ContextGuidanceLogitsProcessor", "check_guidance_scale"]
 
@@ -107,7 +105,7 @@ class ContextGuidanceLogitsProcessor(LogitsProcessor):
         types: torch.Tensor | None = None
         if self._cache is None:
             config = getattr(self.model, "config", None)
-            self._cache = GrowingKVCache(config=config) if config is not None else GrowingKVCache()
+            self._cache = DynamicCache(config=config) if config is not None else DynamicCache()
             prompt = torch.tensor([self.unconditional_ids], dtype=torch.long, device=device)
             ids = torch.cat([prompt.expand(rows, -1), new], dim=1)
             if self.unconditional_token_type_ids is not None:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..loading import unwrap_peft
-from .decoding import GrowingKVCache
 
 __all__ = ["PrefixCache"]
 
@@ -34,7 +33,7 @@ class PrefixCache:
     Args:
         model: the model whose cache this is.
         enabled: keep the cache between calls (``False``: every call starts empty).
-        implementation: ``"dynamic"`` (:class:`~gpt2chat.chat.decoding.GrowingKVCache`) or
+        implementation: ``"dynamic"`` (transformers' ``DynamicCache``) or
             ``"static"`` (one preallocated ``StaticCache`` of ``max_len`` positions, reused).
         max_len: the static cache's size.
     """
@@ -44,7 +43,6 @@ class PrefixCache:
         self.enabled = enabled
         self.implementation = implementation
         self.max_len = max_len
-        self.dynamic_class: type = GrowingKVCache  # the "dynamic" cache's class
         self._cache: Any = None
         self._static: Any = None
         self._ids: list[int] = []
@@ -60,7 +58,7 @@ class PrefixCache:
     ) -> tuple[Any, int]:
         """The cache to start from (cropped to the reusable prefix) and how many tokens it holds
         (call in ``torch.inference_mode``). Until :meth:`keep`, no cache is kept."""
-        from transformers import StaticCache
+        from transformers import DynamicCache, StaticCache
 
         cache, cached_ids, cached_types = self._cache, self._ids, self._types
         self.forget()
@@ -83,7 +81,7 @@ class PrefixCache:
                 self._static = StaticCache(config=config, max_cache_len=self.max_len)
             self._static.reset()
             return self._static, 0
-        return self.dynamic_class(config=config), 0
+        return DynamicCache(config=config), 0
 
     def keep(self, cache: Any, sequence: list[int], token_type_ids: list[int] | None) -> None:
         """Keep ``cache`` after a call that ended with ``sequence`` (prompt + reply) and those

@@ -1,17 +1,14 @@
-"""gpt2chat.chat.decoding: the growing KV cache, the LM-head re-layout, fast top-p and the
-session-built sampling warpers (tiny random models; no tokenizer needed)."""
+"""gpt2chat.chat.decoding: the LM-head re-layout, fast top-p, the engine-built sampling warpers
+and the generator-driven sampling step (tiny random models; no tokenizer needed)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from transformers import (
-    DynamicCache,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
     LogitsProcessorList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -20,7 +17,7 @@ from transformers import (
 
 from gpt2chat.chat.decoding import (
     FastTopPLogitsWarper,
-    GrowingKVCache,
+    GeneratorSampler,
     relayout_output_embeddings,
     sampling_processors,
 )
@@ -32,98 +29,6 @@ def small_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=4)
     return GPT2LMHeadModel(config).eval()
-
-
-def small_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def cache_kwarg(model) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def run_steps(model, cache, ids: list[int], steps: list[list[int]]) -> list[torch.Tensor]:
-    """Prefill ``ids`` then feed each chunk of ``steps``; the last-position logits of each call."""
-    key = cache_kwarg(model)
-    out = []
-    with torch.inference_mode():
-        for chunk in [ids, *steps]:
-            logits = model(torch.tensor([chunk]), **{key: cache, "use_cache": True}).logits
-            out.append(logits[0, -1])
-    return out
-
-
-@pytest.mark.parametrize("make", [small_gpt2, small_llama], ids=["gpt2", "llama"])
-def test_growing_cache_gives_the_dynamic_cache_logits_through_crop_and_reset(make):
-    model = make()
-    ids = list(range(5, 45))
-    steps = [[7], [8], [9, 10, 11], [12]] + [[13 + i] for i in range(70)]  # outgrows the room
-    ref_cache = DynamicCache(config=model.config)
-    cache = GrowingKVCache(config=model.config)
-    reference = run_steps(model, ref_cache, ids, steps)
-    growing = run_steps(model, cache, ids, steps)
-    for a, b in zip(reference, growing):
-        torch.testing.assert_close(a, b)
-    assert cache.get_seq_length() == ref_cache.get_seq_length() == 40 + 76
-    layer = cache.layers[0]
-    assert (
-        layer._key_buffer.shape[-2] >= 116 and layer.keys.data_ptr() == layer._key_buffer.data_ptr()
-    )
-    # the prefix cache crops and continues: the buffer is reused, the results unchanged
-    buffer = layer._key_buffer.data_ptr()
-    ref_cache.crop(-30)
-    cache.crop(-30)
-    again_ref = run_steps(model, ref_cache, [50, 51], [[52]])
-    again = run_steps(model, cache, [50, 51], [[52]])
-    for a, b in zip(again_ref, again):
-        torch.testing.assert_close(a, b)
-    assert layer._key_buffer.data_ptr() == buffer
-    # reset starts empty and still matches a fresh cache
-    cache.reset()
-    assert cache.get_seq_length() == 0
-    fresh = run_steps(model, DynamicCache(config=model.config), ids[:10], [[3]])
-    for a, b in zip(fresh, run_steps(model, cache, ids[:10], [[3]])):
-        torch.testing.assert_close(a, b)
-
-
-def test_growing_cache_batch_operations_start_a_new_buffer():
-    model = small_gpt2()
-    cache = GrowingKVCache(config=model.config)
-    ref = DynamicCache(config=model.config)
-    for c in (cache, ref):
-        run_steps(model, c, [1, 2, 3, 4], [])
-        c.batch_repeat_interleave(2)
-    key = cache_kwarg(model)
-    with torch.inference_mode():
-        a = model(torch.tensor([[5], [6]]), **{key: ref, "use_cache": True}).logits
-        b = model(torch.tensor([[5], [6]]), **{key: cache, "use_cache": True}).logits
-    torch.testing.assert_close(a, b)
-    assert cache.layers[0].keys.shape[0] == 2 and cache.get_seq_length() == 5
-
-
-def test_generate_with_the_growing_cache_gives_the_same_tokens():
-    model = small_gpt2()
-    ids = torch.tensor([list(range(10, 40))])
-    config = GenerationConfig(do_sample=False, max_new_tokens=20, pad_token_id=0)
-    with torch.inference_mode():
-        plain = model.generate(ids, generation_config=config)
-        key = cache_kwarg(model)
-        grown = model.generate(
-            ids, generation_config=config, **{key: GrowingKVCache(config=model.config)}
-        )
-    assert plain.tolist() == grown.tolist()
 
 
 def test_relayout_keeps_values_shape_and_tie_and_saves_normally(tmp_path):
@@ -224,3 +129,25 @@ def test_sampling_with_the_session_warpers_draws_generates_tokens():
             **neutral,
         )
     assert ours.tolist() == theirs.tolist()
+
+
+def test_the_generator_sampler_draws_generates_tokens_without_the_global_generator():
+    model = small_gpt2()
+    ids = torch.tensor([list(range(10, 30))] * 2)  # two rows, as reranking samples
+    config = GenerationConfig(
+        do_sample=True, top_k=50, top_p=0.9, max_new_tokens=25, pad_token_id=0
+    )
+    processors, neutral = sampling_processors(config)
+    with torch.inference_mode():
+        torch.manual_seed(3)
+        theirs = model.generate(ids, generation_config=config)
+        state = torch.get_rng_state()
+        sampler = GeneratorSampler(torch.Generator().manual_seed(3))
+        ours = model.generate(
+            ids,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([*processors, sampler]),
+            **{**neutral, "do_sample": False},
+        )
+    assert ours.tolist() == theirs.tolist()
+    assert torch.equal(torch.get_rng_state(), state)
