@@ -63,9 +63,8 @@ class Engine:
     ```
 
     Args:
-        model: a causal LM whose embeddings include the speaker tokens (GPT-2 family, with
-            ``token_type_ids``, or models without token types such as Llama / SmolLM2). It may
-            be a ``peft`` model.
+        model: a causal LM whose embeddings include the speaker tokens (GPT-2 family, Llama /
+            SmolLM2...; a ``peft`` model too).
         tokenizer: its tokenizer, extended by :func:`gpt2chat.add_speaker_tokens` (the stop,
             pad and reply ids; candidates' text).
         max_len: the context size prompt + ``max_new_tokens`` must fit (default: the model's).
@@ -74,10 +73,8 @@ class Engine:
             preallocated ``StaticCache`` of ``max_len`` positions: compilable).
         compile: ``torch.compile`` the decoding step (through generate's ``compile_config``;
             needs ``cache_implementation="static"``, which it selects). Pays off on GPUs.
-        fast_lm_head: on CPU, store the output embedding (LM head) transposed in memory: same
-            values, ~1.8x faster batch-1 LM-head reads
-            (:func:`~gpt2chat.chat.decoding.relayout_output_embeddings`; in place, so
-            ``save_pretrained`` needs ``relayout_output_embeddings(model, transposed=False)``).
+        fast_lm_head: on CPU, store the LM head transposed in memory (same values, ~1.8x faster
+            batch-1 reads; in place: :func:`~gpt2chat.chat.decoding.relayout_output_embeddings`).
         use_token_type_ids: feed ``token_type_ids``: what training recorded
             (``chat_config.json``); ``None`` with no record: when the forward accepts them.
         guidance_scale: context guidance (:mod:`gpt2chat.chat.guidance`): each step contrasts
