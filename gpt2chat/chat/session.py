@@ -31,7 +31,6 @@ from ..loading import (
 from ..render import encode_texts
 from .engine import Engine, Reply, TurnStats
 from .options import DEFAULT_GENERATION_OPTIONS, describe_decoding
-from .options import token_type_choice as _token_type_choice  # noqa: F401  (kept importable)
 from .prompts import Turn, check_text, fit_user_text, reference_prompts, render_turn
 from .rerank import Candidate, valid_mmi_contexts
 from .settings import ChatSettings

@@ -271,10 +271,10 @@ def test_a_folder_with_no_record_keeps_the_old_rule_and_says_so(plain_dir, caplo
 
 
 def test_token_types_for_a_model_that_takes_none_is_an_error():
-    from gpt2chat.chat import session as session_module
+    from gpt2chat.chat.options import token_type_choice
 
     with pytest.raises(ValueError, match="forward takes no token_type_ids"):
-        session_module._token_type_choice(True, {"input_ids"})
+        token_type_choice(True, {"input_ids"})
 
 
 def test_the_session_describes_its_decoding(tuned_dir, plain_dir):
