@@ -175,4 +175,38 @@ def tiny_model():
     return tiny_gpt2()
 
 
+def save_tiny_lora_adapter(root: Path):
+    """A plain tiny GPT-2 base folder (no speaker tokens) and an adapter folder holding LoRA
+    weights, the trained speaker-token rows and the extended tokenizer, as LoRA training saves
+    them. Returns ``(base_dir, adapter_dir, the in-memory adapter model, its tokenizer)``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from gpt2chat import add_speaker_tokens
+
+    base_dir, adapter_dir = root / "base", root / "adapter"
+    tiny_gpt2().save_pretrained(base_dir)
+    load_tokenizer().save_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    tokenizer = load_tokenizer()
+    tokens = add_speaker_tokens(tokenizer, model)
+    config = LoraConfig(
+        r=4,
+        target_modules=["c_attn"],
+        fan_in_fan_out=True,
+        task_type="CAUSAL_LM",
+        trainable_token_indices=[tokens.bos_token_id, tokens.sp1_token_id, tokens.sp2_token_id],
+    )
+    peft_model = get_peft_model(model, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in peft_model.parameters():
+            if param.requires_grad:  # make the adapter matter: non-zero LoRA B, moved rows
+                param.add_(torch.randn_like(param) * 0.05)
+    peft_model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return base_dir, adapter_dir, peft_model.eval(), tokenizer
+
+
 __all__ = ["REPO", "SHARED", "corpus_dir", "load_tokenizer", "require_shared", "tokenizer_dir"]

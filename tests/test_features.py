@@ -178,34 +178,28 @@ def test_real_daily_dialog_features(chat_tokenizer, shared_data_dir):
 
 
 def _reference_examples(ds, tok, *, max_turns, max_len, reply_speakers, with_persona):
-    """The features prepare_dataset must give, built example by example with render_ids."""
-    from gpt2chat.render import encode_texts, fit_window, render_ids
+    """The features prepare_dataset must give, built example by example with render_ids (the
+    reference loop of tests/test_render.py)."""
+    from gpt2chat.render import encode_texts
 
-    tokens = get_speaker_tokens(tok)
-    out = []
-    for row in ds:
-        utts = encode_texts(tok, row["utterances"])
-        persona = None
-        if with_persona:
-            persona = encode_texts(tok, [" ".join(row["persona"] or [])])[0] or None
-        step = 2 if reply_speakers == "sp2" else 1
-        for h in range(1, len(utts), step):
-            start = fit_window(
-                [len(u) for u in utts],
-                h,
-                max_turns=max_turns,
-                max_len=max_len,
-                persona_length=len(persona or ()),
-            )
-            if start is None:
-                continue
-            speakers = [
-                tokens.sp2_token_id if (h - j) % 2 == 0 else tokens.sp1_token_id
-                for j in range(start, h + 1)
-            ]
-            ex = render_ids(utts[start : h + 1], speakers, tokens, persona=persona)
-            out.append({**ex, "length": len(ex["input_ids"]), "source": row["source"]})
-    return out
+    from .test_render import _examples_one_by_one
+
+    rows = list(ds)
+    dialogues = [encode_texts(tok, row["utterances"]) for row in rows]
+    personas = None
+    if with_persona:
+        personas = [encode_texts(tok, [" ".join(row["persona"] or [])])[0] for row in rows]
+    examples = _examples_one_by_one(
+        dialogues,
+        personas,
+        get_speaker_tokens(tok),
+        max_turns=max_turns,
+        max_len=max_len,
+        reply_speakers=reply_speakers,
+    )
+    return [
+        {**ex, "length": len(ex["input_ids"]), "source": rows[i]["source"]} for i, ex in examples
+    ]
 
 
 @pytest.mark.parametrize("reply_speakers", ["sp2", "both"])

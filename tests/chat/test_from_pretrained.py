@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2chat import ChatSession, add_speaker_tokens, get_speaker_tokens
+from gpt2chat import ChatSession, get_speaker_tokens
 
 from .conftest import base_tokenizer, fresh_chat_tokenizer, tiny_chat_gpt2, tiny_llama
 
@@ -67,34 +67,10 @@ def adapter_folder(tmp_path_factory):
     """Base saved as a plain GPT-2 (no speaker tokens); the adapter folder holds LoRA weights,
     the trained speaker-token rows and the extended tokenizer (as LoRA training saves them).
     Returns the folder and the greedy replies of the in-memory adapter model."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from ..conftest import save_tiny_lora_adapter
 
-    from ..conftest import tiny_gpt2
-
-    tmp_path = tmp_path_factory.mktemp("lora")
-    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
-    tiny_gpt2().save_pretrained(base_dir)
-    base_tokenizer().save_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    tokenizer = base_tokenizer()
-    tokens = add_speaker_tokens(tokenizer, model)
-    config = LoraConfig(
-        r=4,
-        target_modules=["c_attn"],
-        fan_in_fan_out=True,
-        task_type="CAUSAL_LM",
-        trainable_token_indices=[tokens.bos_token_id, tokens.sp1_token_id, tokens.sp2_token_id],
-    )
-    peft_model = get_peft_model(model, config)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for param in peft_model.parameters():
-            if param.requires_grad:  # make the adapter matter: non-zero LoRA B, moved rows
-                param.add_(torch.randn_like(param) * 0.05)
-    peft_model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    expected = replies(ChatSession(peft_model.eval(), tokenizer, **GREEDY))
+    _, adapter_dir, peft_model, tokenizer = save_tiny_lora_adapter(tmp_path_factory.mktemp("lora"))
+    expected = replies(ChatSession(peft_model, tokenizer, **GREEDY))
     assert expected != replies(ChatSession(tiny_chat_gpt2(), tokenizer, **GREEDY))
     return adapter_dir, expected
 
