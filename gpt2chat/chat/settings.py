@@ -70,25 +70,11 @@ class ChatSettings:
     sampling with ``top_p=0.8``, a 5-utterance window, 64-token replies), which is also what a
     model folder without ``chat_config.json`` gets.
 
-    Args:
-        max_turns: utterances per exchange, the reply included (as in training).
-        do_sample: sample (``True``) or decode greedily.
-        temperature: sampling temperature (> 0).
-        top_p: nucleus sampling probability, in (0, 1].
-        top_k: top-k sampling (``0``: off).
-        repetition_penalty: penalty (> 0; > 1 discourages repeats) for tokens already in the
-            context, or ``None`` (off).
-        max_new_tokens: longest reply, in tokens.
-        guidance_scale: context guidance (``ChatSession``'s ``guidance_scale``; ``1``: off).
-        num_candidates: MMI reranking of this many sampled replies (``1``: off).
-        mmi_weight: the weight of ``log p(reply | no conversation)`` in that reranking.
-        mmi_contexts: generic messages whose one-message conversations are that reranking's
-            reference side instead of the empty conversation (``ChatSession``'s
-            ``mmi_contexts``), or ``None``.
-        use_token_type_ids: whether the model was trained with ``token_type_ids`` (recorded by
-            training; chat, serve, eval and export follow it). ``None``: no record (a
-            checkpoint saved before gpt2chat recorded it): token types are fed when the model's
-            forward accepts them, as then.
+    Each field is declared once, below: its type, default, ``help`` (what ``--help`` shows in
+    every front end), the file it is saved in, and whether it is used only when sampling;
+    ``_check`` holds the rules. ``use_token_type_ids`` is the record of whether the model was
+    trained with ``token_type_ids`` (``None``: no record, from a checkpoint saved before
+    gpt2chat recorded it: token types are fed when the model's forward accepts them, as then).
     """
 
     max_turns: int = field(
