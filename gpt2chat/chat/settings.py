@@ -48,6 +48,8 @@ CHAT_CONFIG_NAME = "chat_config.json"
 #: transformers' file of the standard decoding settings.
 GENERATION_CONFIG_NAME = "generation_config.json"
 _FORMAT = "gpt2chat-chat-config"
+#: The attribute on a model object in which DialogueTrainer records its token-type choice.
+TOKEN_TYPES_ATTR = "gpt2chat_use_token_type_ids"
 #: Version 1 files held every field; version 2 holds :data:`CHAT_FIELDS` only.
 _VERSION = 2
 #: Field metadata: ``file`` (where the value is saved), ``sampling`` (used only when sampling),
@@ -415,9 +417,15 @@ class ChatSettings:
 
     @classmethod
     def recorded_token_types(cls, model) -> bool | None:
-        """Whether ``model`` was trained with ``token_type_ids``, as recorded in the
-        ``chat_config.json`` of the local folder it was loaded from (``None``: no such record;
-        a broken file is logged and treated as none)."""
+        """Whether ``model`` was trained with ``token_type_ids``: for a model a
+        :class:`~gpt2chat.DialogueTrainer` trained in this process, its choice; else the record
+        in the ``chat_config.json`` of the local folder it was loaded from (``None``: no such
+        record; a broken file is logged and treated as none)."""
+        from ..loading import unwrap_peft
+
+        trained = getattr(unwrap_peft(model), TOKEN_TYPES_ATTR, None)
+        if trained is not None:
+            return bool(trained)
         base = getattr(model, "base_model", model)  # a peft model's own config is its base's
         folder = getattr(getattr(model, "config", None), "name_or_path", None) or getattr(
             getattr(base, "config", None), "name_or_path", None

@@ -22,6 +22,7 @@ import datasets
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
+from ..chat.settings import TOKEN_TYPES_ATTR
 from ..collator import DialogueCollator
 from ..evaluation.perplexity import token_nll
 from ..loading import accepts_token_type_ids, context_size, load_tokenizer_for, unwrap_peft
@@ -155,6 +156,9 @@ class DialogueTrainer(CheckpointMixin, Trainer):
                 "token_type_ids: use 'auto' or 'false'."
             )
         self.use_token_type_ids = bool(use_token_type_ids)
+        # The record in memory, for a ChatSession / evaluation on this model object (the saved
+        # folder's is chat_config.json): TOKEN_TYPES_ATTR on the model.
+        setattr(unwrap_peft(model), TOKEN_TYPES_ATTR, self.use_token_type_ids)
         logger.info(
             "token_type_ids are %sfed to %s",
             "" if self.use_token_type_ids else "not ",
