@@ -31,7 +31,7 @@ from .options import (
     check_engine_options,
     context_size,
     forward_parameters,
-    token_type_choice,
+    token_types_for,
 )
 from .prefix_cache import PrefixCache
 from .rerank import (
@@ -42,7 +42,6 @@ from .rerank import (
     cut_at_stop,
     score_candidates,
 )
-from .settings import ChatSettings
 from .stream import Call, Prompt, Reply, StopFlag, Tee, TokenStream, TurnStats
 
 if TYPE_CHECKING:
@@ -142,9 +141,7 @@ class Engine:
             )
         self.max_len = max_len or context
         params = forward_parameters(model)
-        if use_token_type_ids is None:  # a model loaded from a gpt2chat folder: its record
-            use_token_type_ids = ChatSettings.recorded_token_types(model)
-        self.use_token_type_ids = token_type_choice(use_token_type_ids, params)
+        self.use_token_type_ids = token_types_for(model, use_token_type_ids)
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.generation_config = build_generation_config(
             generation_config,

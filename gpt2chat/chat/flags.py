@@ -75,23 +75,19 @@ class DecodingOptions:
         values = {name: getattr(self, name) for name in self.decoding_fields()}
         return {k: v for k, v in values.items() if v is not None}
 
-    def check_decoding(self, given: dict[str, Any] | None = None) -> None:
-        """Check each given value (default: :meth:`given_decoding`) by :class:`ChatSettings`'
-        rules, the others at their defaults; a combination is checked where the values meet
-        (``ChatSession``)."""
-        given = dict(self.given_decoding() if given is None else given)
+    def check_decoding(self) -> None:
+        """Check each given value by :class:`ChatSettings`' rules, the others at their
+        defaults; a combination is checked where the values meet (``ChatSession``)."""
+        given = self.given_decoding()
         if self.server_semantics:
             if given.get("temperature") == 0:
                 given.pop("temperature")  # greedy
             given.pop("do_sample", None)  # reranking applies to the sampled requests
-        if not given:
-            return
-        trial = ChatSettings.__new__(ChatSettings)
-        for f in fields(ChatSettings):
-            setattr(trial, f.name, given.get(f.name, f.default))
-        if trial.num_candidates > 1 and "do_sample" not in given:
-            trial.do_sample = True  # a combination: checked where the values meet
-        trial._check(flags=True)
+        candidates = given.get("num_candidates")
+        if isinstance(candidates, int) and candidates > 1 and "do_sample" not in given:
+            given["do_sample"] = True  # a combination: checked where the values meet
+        if given:
+            ChatSettings.of(given, flags=True)
 
     def as_chat_settings(self, base: ChatSettings | None = None) -> ChatSettings:
         """``base`` (default: the library's) with the given values."""

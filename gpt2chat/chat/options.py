@@ -28,11 +28,14 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CACHE_IMPLEMENTATIONS",
     "DEFAULT_GENERATION_OPTIONS",
+    "TOKEN_TYPES_ATTR",
     "build_generation_config",
     "check_engine_options",
     "context_size",
     "describe_decoding",
+    "recorded_token_types",
     "token_type_choice",
+    "token_types_for",
 ]
 
 #: The original recipe's decoding: nucleus sampling with ``top_p=0.8`` (no top-k).
@@ -62,6 +65,44 @@ def context_size(model, tokenizer) -> int:
         return size
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 10**6 else 1024
+
+
+#: The attribute on a model object in which :class:`~gpt2chat.DialogueTrainer` records its
+#: token-type choice (a saved folder's record is ``chat_config.json``'s ``use_token_type_ids``).
+TOKEN_TYPES_ATTR = "gpt2chat_use_token_type_ids"
+
+
+def recorded_token_types(model) -> bool | None:
+    """Whether ``model`` was trained with ``token_type_ids``: for a model a
+    :class:`~gpt2chat.DialogueTrainer` trained in this process, its choice; else the record in
+    the ``chat_config.json`` of the local folder it was loaded from (``None``: no such record;
+    a broken file is logged and treated as none)."""
+    from pathlib import Path
+
+    from .settings import CHAT_CONFIG_NAME, ChatSettings
+
+    inner = unwrap_peft(model)
+    trained = getattr(inner, TOKEN_TYPES_ATTR, None)
+    if trained is not None:
+        return bool(trained)
+    folder = getattr(getattr(inner, "config", None), "name_or_path", None)
+    path = Path(str(folder)) / CHAT_CONFIG_NAME if folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return ChatSettings.from_file(path).use_token_type_ids
+    except ValueError as err:
+        logger.warning("Ignoring %s: %s", CHAT_CONFIG_NAME, err)
+        return None
+
+
+def token_types_for(model, choice: bool | None = None) -> bool:
+    """Feed ``token_type_ids`` to ``model``? ``choice``, else what training recorded
+    (:func:`recorded_token_types`), else the rule of :func:`token_type_choice`. For the chat
+    engine and evaluation alike."""
+    if choice is None:
+        choice = recorded_token_types(model)
+    return token_type_choice(choice, forward_parameters(model))
 
 
 def token_type_choice(choice: bool | None, params: set[str]) -> bool:

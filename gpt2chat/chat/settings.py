@@ -25,6 +25,7 @@ demo`` and ``gpt2chat export``, or by :meth:`ChatSettings.save_pretrained`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -48,8 +49,6 @@ CHAT_CONFIG_NAME = "chat_config.json"
 #: transformers' file of the standard decoding settings.
 GENERATION_CONFIG_NAME = "generation_config.json"
 _FORMAT = "gpt2chat-chat-config"
-#: The attribute on a model object in which DialogueTrainer records its token-type choice.
-TOKEN_TYPES_ATTR = "gpt2chat_use_token_type_ids"
 #: Version 1 files held every field; version 2 holds :data:`CHAT_FIELDS` only.
 _VERSION = 2
 #: Field metadata: ``file`` (where the value is saved), ``sampling`` (used only when sampling),
@@ -388,16 +387,30 @@ class ChatSettings:
             generation = cls._generation_values(
                 Path(generation_config) if generation_config else None
             )
-            cls._check_values(generation, where=f"{generation_config}: ")
+            cls.of(generation, where=f"{generation_config}: ")
             values.update(generation)
-        return cls._check_values(values, where=where)
+        return cls.of(values, where=where)
 
     @classmethod
-    def _check_values(cls, values: dict[str, Any], where: str) -> ChatSettings:
-        settings = cls.__new__(cls)
+    def of(
+        cls,
+        values: dict[str, Any],
+        *,
+        base: ChatSettings | None = None,
+        check: bool = True,
+        where: str = "",
+        flags: bool = False,
+    ) -> ChatSettings:
+        """``base`` (default: the defaults) with ``values``, checked as a whole unless ``check``
+        is false (values whose combination is checked where they meet, e.g. the server's
+        defaults, reranking applying to the requests that sample). Errors start with ``where``
+        and name ``--flags`` with ``flags``."""
+        settings = copy.copy(base) if base is not None else cls.__new__(cls)
         for f in fields(cls):
-            setattr(settings, f.name, values.get(f.name, f.default))
-        settings._check(where=where)
+            if f.name in values or base is None:
+                setattr(settings, f.name, values.get(f.name, f.default))
+        if check:
+            settings._check(where=where, flags=flags)
         return settings
 
     @classmethod
@@ -414,29 +427,6 @@ class ChatSettings:
         if not found:
             return None
         return cls.from_file(found, cls._cached(path_or_hub_id, GENERATION_CONFIG_NAME))
-
-    @classmethod
-    def recorded_token_types(cls, model) -> bool | None:
-        """Whether ``model`` was trained with ``token_type_ids``: for a model a
-        :class:`~gpt2chat.DialogueTrainer` trained in this process, its choice; else the record
-        in the ``chat_config.json`` of the local folder it was loaded from (``None``: no such
-        record; a broken file is logged and treated as none)."""
-        from ..loading import unwrap_peft
-
-        trained = getattr(unwrap_peft(model), TOKEN_TYPES_ATTR, None)
-        if trained is not None:
-            return bool(trained)
-        base = getattr(model, "base_model", model)  # a peft model's own config is its base's
-        folder = getattr(getattr(model, "config", None), "name_or_path", None) or getattr(
-            getattr(base, "config", None), "name_or_path", None
-        )
-        if not folder or not (Path(str(folder)) / CHAT_CONFIG_NAME).is_file():
-            return None
-        try:
-            return cls.from_file(Path(str(folder)) / CHAT_CONFIG_NAME).use_token_type_ids
-        except ValueError as err:
-            logger.warning("Ignoring %s: %s", CHAT_CONFIG_NAME, err)
-            return None
 
     @staticmethod
     def _cached(hub_id: str | Path, name: str) -> str | None:

@@ -121,8 +121,9 @@ def evaluate_model(
     from accelerate.utils import gather_object
     from transformers import set_seed
 
+    from ..chat.options import token_types_for
     from ..collator import DialogueCollator
-    from ..loading import accepts_token_type_ids, context_size, unwrap_peft
+    from ..loading import context_size
     from ..training.inputs import extend_for_dialogue, fit_context, is_raw, prepared_features
 
     s = dataclasses.replace(settings or EvalSettings(), **overrides)
@@ -135,14 +136,7 @@ def evaluate_model(
     data_args = s.data_args()
     if any(is_raw(ds) for ds in named.values()):
         data_args = fit_context(model, data_args)
-    use_types = s.use_token_type_ids
-    if use_types is None:
-        use_types = recorded_token_types(model)
-    elif use_types and not accepts_token_type_ids(model):
-        raise ValueError(
-            f"use_token_type_ids=true but {type(unwrap_peft(model)).__name__}.forward takes no "
-            "token_type_ids: use 'auto' or 'false'."
-        )
+    use_types = token_types_for(model, s.use_token_type_ids)
     ctx = context_size(model)
     features = {
         name: prepared_features(
@@ -243,23 +237,3 @@ def _placed(model, state, s: EvalSettings):
     if s.bf16:
         model = model.to(dtype=torch.bfloat16)
     return model
-
-
-def recorded_token_types(model) -> bool:
-    """What training recorded (``chat_config.json`` of the model's folder), else the rule from
-    before the record: token types when the model's forward accepts them."""
-    from ..chat.settings import ChatSettings
-    from ..loading import accepts_token_type_ids
-
-    recorded = ChatSettings.recorded_token_types(model)
-    if recorded is not None:
-        return recorded
-    accepts = accepts_token_type_ids(model)
-    if accepts:
-        logger.warning(
-            "No record of whether this model was trained with token_type_ids (no "
-            "use_token_type_ids in its chat_config.json): feeding them, as gpt2chat did for "
-            "such checkpoints; pass use_token_type_ids=False (--use_token_type_ids false) for a "
-            "model trained without them."
-        )
-    return accepts

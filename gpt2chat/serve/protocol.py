@@ -5,7 +5,6 @@ body into a :class:`ChatRequest` (:func:`parse_chat_request`). No HTTP here: :mo
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -130,25 +129,16 @@ class ServeSettings(ServeDecoding):
         """These settings with every decoding value resolved: the one given here, else
         ``saved``'s (the settings saved with the model), else the library default. Greedy
         decoding is ``temperature`` 0."""
-        chat = copy.copy(saved if saved is not None and self.chat_config else ChatSettings())
+        base = saved if saved is not None and self.chat_config else ChatSettings()
         given = self.given_decoding()
         if given.get("temperature") == 0:
-            given.update(do_sample=False, temperature=chat.temperature)
-        for key, value in given.items():  # unchecked as a whole: reranking is per request
-            setattr(chat, key, value)
-        values = {
-            "do_sample": chat.do_sample,
-            "max_new_tokens": min(chat.max_new_tokens, self.max_tokens_limit),
-            "temperature": chat.temperature if chat.do_sample else 0.0,
-            "top_p": chat.top_p,
-            "top_k": chat.top_k,
-            "repetition_penalty": chat.repetition_penalty,
-            "guidance_scale": chat.guidance_scale,
-            "num_candidates": chat.num_candidates,
-            "mmi_weight": chat.mmi_weight,
-            "mmi_contexts": chat.mmi_contexts,
-            "max_turns": chat.max_turns,
-        }
+            given.update(do_sample=False, temperature=base.temperature)
+        # Unchecked as a whole: reranking applies to the requests that sample.
+        chat = ChatSettings.of(given, base=base, check=False)
+        values = {name: getattr(chat, name) for name in self.decoding_fields()}
+        values["max_new_tokens"] = min(chat.max_new_tokens, self.max_tokens_limit)
+        if not chat.do_sample:
+            values["temperature"] = 0.0
         return replace(self, **values)
 
     @property
@@ -423,9 +413,7 @@ def parse_chat_request(payload: Any, settings: ServeSettings) -> ChatRequest:
     # The request's decoding: the server's (every ChatSettings field) with the request's values.
     # Below MIN_TEMPERATURE sampling is greedy in all but name, and the scores divided by such a
     # temperature overflow: decode greedily, as for 0.
-    decoding = ChatSettings()
-    for name in settings.decoding_fields():
-        setattr(decoding, name, getattr(settings, name))
+    decoding = ChatSettings.of(settings.given_decoding(), check=False)
     decoding.do_sample = not (temperature < MIN_TEMPERATURE or top_p == 0.0)
     if decoding.do_sample:
         decoding.temperature, decoding.top_p = temperature, top_p

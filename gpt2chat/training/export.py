@@ -52,7 +52,7 @@ def export_model(model: str, output_dir: str, *, torch_dtype: str | None = None)
             )
         (out / "README.md").write_text(text, encoding="utf-8")
     settings = ChatSettings.from_pretrained(source) if source.is_dir() else None
-    if settings is not None:  # the settings travel with the model
-        settings.save_pretrained(out, generation_config=merged.generation_config, tokens=tokens)
+    if settings is not None:  # the settings travel with the model (the stop ids: set above)
+        settings.save_pretrained(out)
     logger.info("Exported %s to %s", model, out)
     return str(out)

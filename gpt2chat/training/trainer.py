@@ -22,7 +22,7 @@ import datasets
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from ..chat.settings import TOKEN_TYPES_ATTR
+from ..chat.options import TOKEN_TYPES_ATTR
 from ..collator import DialogueCollator
 from ..evaluation.perplexity import token_nll
 from ..loading import accepts_token_type_ids, context_size, load_tokenizer_for, unwrap_peft

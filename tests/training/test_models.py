@@ -45,10 +45,11 @@ def test_gpt2_gets_token_type_ids_when_asked_and_evaluation_uses_them(tmp_path):
     trainer = make(tmp_path, tiny_model(), use_token_type_ids=True)
     assert trainer.use_token_type_ids
     # A session or an evaluation on the trained model object follows the trainer's choice.
-    from gpt2chat import ChatSession, ChatSettings
+    from gpt2chat import ChatSession
+    from gpt2chat.chat.options import recorded_token_types
 
     for t in (default, trainer):
-        assert ChatSettings.recorded_token_types(t.model) is t.use_token_type_ids
+        assert recorded_token_types(t.model) is t.use_token_type_ids
         chat = ChatSession(t.model, t.processing_class, do_sample=False, max_new_tokens=2)
         assert chat.use_token_type_ids is t.use_token_type_ids
     batch = trainer.data_collator([trainer.eval_dataset[0], trainer.eval_dataset[1]])
