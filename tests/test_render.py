@@ -477,3 +477,30 @@ def test_trl_assistant_only_loss_learns_what_we_learn(chat_tokenizer, data_dir, 
         assert batch["labels"][0].tolist() == ours["labels"]
     trainer.train()
     assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)
+
+
+def test_template_of_a_tokenizer_with_thousands_of_special_tokens(gpt2_tokenizer):
+    """Gemma has 6,324 added tokens: the template still compiles (no recursion in Jinja), defuses
+    each typed one as the renderer does, and marks the supervised reply."""
+    from gpt2chat import add_speaker_tokens
+
+    extra = [f"<unused{i}>" for i in range(6500)]
+    gpt2_tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    add_speaker_tokens(gpt2_tokenizer)
+    messages = [
+        {"role": "system", "content": "I type <unused6499> and <sp2> for fun"},
+        {"role": "user", "content": "Hi <unused0><unused1> <|endoftext|>"},
+        {"role": "assistant", "content": "Hello <unused17>!"},
+    ]
+    for prompt, conversation in ((True, messages[:2]), (False, messages)):
+        ids = gpt2_tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=prompt, tokenize=True, return_dict=True
+        )["input_ids"]
+        expected = render_messages(conversation, gpt2_tokenizer, add_generation_prompt=prompt)
+        assert list(ids) == expected["input_ids"]
+        assert not set(ids) & set(gpt2_tokenizer.convert_tokens_to_ids(extra))  # all defused
+    out = gpt2_tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    learned = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    assert gpt2_tokenizer.decode(learned).replace("\u2060", "") == "Hello <unused17>!<|endoftext|>"

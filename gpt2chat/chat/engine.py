@@ -336,7 +336,9 @@ class Engine:
         processors, neutral = sampling_processors(config, device)
         generator = self._generator(call) if self.samples else None
         if generator is not None and not self.beam_search:
-            neutral = {**neutral, "do_sample": False}
+            # Greedy: no warper runs. top_k 50 is transformers' unset value: 0 (or None, which
+            # generate fills from the model's generation_config) draws a "not valid" warning.
+            neutral = {**neutral, "do_sample": False, "top_k": 50}
         if rows > 1:  # the raw logits score the candidates
             neutral = {**neutral, "output_logits": True, "return_dict_in_generate": True}
         if neutral:  # a copy with generate's own warpers and sampling switched off

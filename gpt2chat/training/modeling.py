@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,7 +95,9 @@ def apply_lora(model, lora_args: LoraArguments, speaker_token_ids: list[int] | N
             else None
         ),
     )
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info(
         "LoRA on %s: %d trainable parameters of %d (%.2f%%)",

@@ -304,7 +304,12 @@ class DialogueTrainer(CheckpointMixin, Trainer):
     # ------------------------------------------------------------------ evaluation
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The parent's step, plus the batch's per-example NLL sums and label-token counts,
-        gathered across processes (duplicates of the last uneven batch dropped)."""
+        gathered across processes (duplicates of the last uneven batch dropped). When only the
+        loss is wanted (no ``compute_metrics``), the LM head runs at the label positions only,
+        as in training."""
+        labels = inputs.get("labels") if isinstance(inputs, dict) else None
+        if prediction_loss_only and labels is not None and self._reply_logits_only(model):
+            return self._reply_loss_step(model, inputs)
         loss, logits, labels = super().prediction_step(
             model, inputs, prediction_loss_only=False, ignore_keys=ignore_keys
         )
@@ -316,6 +321,25 @@ class DialogueTrainer(CheckpointMixin, Trainer):
         if prediction_loss_only:
             return loss, None, None
         return loss, logits, labels
+
+    @torch.no_grad()
+    def _reply_loss_step(self, model, inputs):
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.pop("labels")
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+        with self.compute_loss_context_manager():
+            logits = model(**inputs, logits_to_keep=keep).logits
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            labels[:, 1:][keep[:, :-1]],
+            reduction="none",
+        ).double()
+        sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=labels.device)
+        sums.index_add_(0, keep.nonzero()[:, 0], nll)
+        counts = keep.sum(dim=1).to(torch.float64)
+        self._token_nll.add(self.accelerator.gather_for_metrics(torch.stack([sums, counts], 1)))
+        return (nll.sum() / max(nll.numel(), 1)).float(), None, None
 
     def evaluation_loop(
         self,
