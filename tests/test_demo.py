@@ -109,6 +109,12 @@ def test_demo_fast_mode_through_a_pipe(tmp_path, base, model_type):
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     assert model.config.model_type == model_type
     assert not (out_dir / "adapter_config.json").exists()  # a LoRA recipe is merged on save
+    card = (out_dir / "README.md").read_text()
+    assert "library_name: transformers" in card and "This folder holds a LoRA adapter" not in card
+    hub_id, licence = {"gemma3-270m": ("google/gemma-3-270m", "gemma")}.get(
+        base, ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
+    )
+    assert f'base_model: "{hub_id}"' in card and f'license: "{licence}"' in card
     assert tokenizer.convert_tokens_to_ids("<sp2>") < model.get_input_embeddings().weight.shape[0]
     messages = [{"role": "user", "content": "Hi, how are you today?"}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)

