@@ -29,26 +29,22 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 RECIPES = ("full", "freeze", "mask", "lora", "lora_freeze")
 
 
-class _StepTimes:
-    """A trainer callback recording when each optimizer step ends."""
+class _StepTimes(TrainerCallback):
+    """Records when each optimizer step ends."""
 
-    def __new__(cls):
-        from transformers import TrainerCallback
+    def __init__(self):
+        self.ends: list[float] = []
 
-        class Callback(TrainerCallback):
-            def __init__(self):
-                self.ends: list[float] = []
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.ends = [time.perf_counter()]
 
-            def on_train_begin(self, args, state, control, **kwargs):
-                self.ends = [time.perf_counter()]
-
-            def on_step_end(self, args, state, control, **kwargs):
-                self.ends.append(time.perf_counter())
-
-        return Callback()
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
 
 
 def _recipe_args(args, recipe: str, max_steps: int):
@@ -113,12 +109,9 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     with tempfile.TemporaryDirectory(prefix="demo-recipes-") as work:
         folder = Path(work) / "base"
         if opts.quick:  # the suite's tiny GPT-2 and tokenizer, a slice of the data
-            from tests.conftest import tiny_gpt2
-            from tests.fixtures import load_tokenizer
+            from tests.training.helpers import save_tiny_model
 
-            tiny = Path(work) / "tiny"
-            tiny_gpt2().save_pretrained(tiny)
-            load_tokenizer().save_pretrained(tiny)
+            tiny = save_tiny_model(Path(work) / "tiny")
             args = DemoArguments(
                 base=str(tiny),
                 max_train_samples=64,
@@ -140,7 +133,6 @@ def main(argv: list[str] | None = None) -> list[tuple]:
         print(summary)
 
         rows = []
-        before = None
         for recipe in recipes:
             probe, _ = _run(args, recipe, folder, train, held_out, opts.probe_steps + 1, False)
             per_step = sum(probe[1:]) / max(len(probe) - 1, 1) if len(probe) > 1 else probe[0]
@@ -150,14 +142,13 @@ def main(argv: list[str] | None = None) -> list[tuple]:
             steps = max(1, int(opts.seconds / per_step))
             times, ppl = _run(args, recipe, folder, train, held_out, steps, True)
             rows.append((recipe, per_step, steps, sum(times), ppl))
-        if before is None:
-            from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
-            from gpt2chat.demo.training import build_trainer
+        from gpt2chat.demo.training import build_trainer
 
-            model = AutoModelForCausalLM.from_pretrained(folder)
-            trainer = build_trainer(args, model, tokenizer, train, held_out, work + "/eval", [])
-            before = trainer.evaluate()["eval_perplexity"]
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        trainer = build_trainer(args, model, tokenizer, train, held_out, work + "/eval", [])
+        before = trainer.evaluate()["eval_perplexity"]
 
     print(f"\n{title}, {platform.processor() or platform.machine()}, budget {opts.seconds:.0f} s")
     print(f"{'recipe':11} {'s/step':>7} {'steps/min':>9} {'steps':>6} {'train s':>8} {'ppl':>16}")

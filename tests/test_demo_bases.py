@@ -13,18 +13,11 @@ import pytest
 from gpt2chat.demo import BASES, DONE_FILE, DemoArguments, resolve_base, run_demo
 from gpt2chat.demo.bases import CHATML_MARKERS, GEMMA_MARKERS, role_markers_for
 
-from .conftest import tiny_gpt2
-from .fixtures import load_tokenizer
-
-
-def _tiny_folder(path):
-    tiny_gpt2().save_pretrained(path)
-    load_tokenizer().save_pretrained(path)
-    return path
+from .training.helpers import save_tiny_model
 
 
 def test_resolve_base_takes_names_folders_and_gguf_files(tmp_path):
-    folder = _tiny_folder(tmp_path / "tiny")
+    folder = save_tiny_model(tmp_path / "tiny")
     assert resolve_base(str(folder)) == (str(folder), "tiny", None)
     gguf = tmp_path / "ggufs" / "model.gguf"
     gguf.parent.mkdir()
@@ -105,7 +98,7 @@ def test_the_demo_runs_on_a_local_base_with_frozen_embeddings(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    base = _tiny_folder(tmp_path / "tiny")
+    base = save_tiny_model(tmp_path / "tiny")
     out_dir = tmp_path / "demo"
     args = DemoArguments(
         base=str(base),

@@ -69,24 +69,21 @@ class DemoBase:
                 raise FileNotFoundError(f"{path} is missing: reinstall with `{self.pip_install}`.")
             return path
         package = importlib.import_module(self.module)
-        reinstall = f"reinstall with `{self.pip_install} --force-reinstall`"
         try:
-            return Path(package.assemble())
-        except FileExistsError:  # an earlier copy that is damaged: assemble it again
-            logger.warning(
-                "The assembled %s in the cache is damaged; assembling it again.", self.title
-            )
             try:
+                return Path(package.assemble())
+            except FileExistsError:  # an earlier copy that is damaged: assemble it again
+                logger.warning(
+                    "The assembled %s in the cache is damaged; assembling it again.", self.title
+                )
                 return Path(package.assemble(overwrite=True))
-            except ValueError as err:
-                raise FileNotFoundError(f"--base {self.name}: {err}; {reinstall}.") from None
         except (ModuleNotFoundError, FileNotFoundError) as err:
-            raise FileNotFoundError(
-                f"--base {self.name}: the chunk packages of {self.title} are incomplete ({err}); "
-                f"{reinstall}."
-            ) from None
+            problem = f"the chunk packages of {self.title} are incomplete ({err})"
         except ValueError as err:  # the assembled file's sha256 is not the expected one
-            raise FileNotFoundError(f"--base {self.name}: {err}; {reinstall}.") from None
+            problem = str(err)
+        raise FileNotFoundError(
+            f"--base {self.name}: {problem}; reinstall with `{self.pip_install} --force-reinstall`."
+        )
 
 
 BASES = {

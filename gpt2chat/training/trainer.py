@@ -268,6 +268,16 @@ class DialogueTrainer(CheckpointMixin, Trainer):
             self._reply_logits_ok = cached
         return cached
 
+    def _label_logits(self, model, inputs):
+        """The logits (float32, one row per label token) at the positions that predict a label
+        token, the LM head run there only; their targets; those positions, ``(batch, seq)``."""
+        labels = inputs["labels"]
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        logits = model(**inputs, logits_to_keep=keep).logits
+        return logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:][keep[:, :-1]], keep
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The parent's loss (token-weighted cross-entropy of the labels), but the LM head runs
         only at the positions that predict a label token: in dialogue examples most positions
@@ -276,14 +286,8 @@ class DialogueTrainer(CheckpointMixin, Trainer):
         labels = inputs.get("labels") if isinstance(inputs, dict) else None
         if return_outputs or labels is None or not self._reply_logits_only(model):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-        inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        logits = model(**inputs, logits_to_keep=keep).logits
-        targets = labels[:, 1:][keep[:, :-1]]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum"
-        )
+        logits, targets, _ = self._label_logits(model, inputs)
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         if num_items_in_batch is None:
             return loss / targets.numel() if targets.numel() else loss * 0.0
         loss = loss / num_items_in_batch
@@ -325,17 +329,10 @@ class DialogueTrainer(CheckpointMixin, Trainer):
     @torch.no_grad()
     def _reply_loss_step(self, model, inputs):
         inputs = self._prepare_inputs(inputs)
-        labels = inputs.pop("labels")
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
         with self.compute_loss_context_manager():
-            logits = model(**inputs, logits_to_keep=keep).logits
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
-            labels[:, 1:][keep[:, :-1]],
-            reduction="none",
-        ).double()
-        sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=labels.device)
+            logits, targets, keep = self._label_logits(model, inputs)
+        nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none").double()
+        sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=keep.device)
         sums.index_add_(0, keep.nonzero()[:, 0], nll)
         counts = keep.sum(dim=1).to(torch.float64)
         self._token_nll.add(self.accelerator.gather_for_metrics(torch.stack([sums, counts], 1)))
